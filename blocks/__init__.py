@@ -1,0 +1,12 @@
+"""The yoloblocks block library: every block registers itself on import.
+
+Add a module here when you add a file of blocks; the registry (``blocks.registry``) is
+the only index the tool reads.
+"""
+
+from blocks.registry import all_blocks, get_block, register_block  # noqa: F401
+
+# Library modules, imported for their registrations. Keep one line per module.
+from blocks import conv  # noqa: F401,E402
+from blocks import csp  # noqa: F401,E402
+from blocks import torch_nn  # noqa: F401,E402

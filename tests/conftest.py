@@ -1,0 +1,50 @@
+"""Shared fixtures: CPU-only, deterministic, a CLI runner that returns (code, stdout, stderr)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def run_yb(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `python -m yoloblocks_cli ARGS` in a subprocess, as a user would."""
+    return subprocess.run([sys.executable, "-m", "yoloblocks_cli", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT, env=_env())
+
+
+def _env() -> dict:
+    import os
+
+    env = dict(os.environ)
+    env["NO_COLOR"] = "1"
+    env["COLUMNS"] = "200"
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+@pytest.fixture
+def yb():
+    return run_yb
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    import torch
+
+    torch.manual_seed(0)
+    yield
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+requires_cuda = pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs a CUDA device")

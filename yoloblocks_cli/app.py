@@ -1,0 +1,85 @@
+"""The `yb` command line: Typer commands only; the engine lives in sibling modules.
+
+Start-up stays cheap: command modules import torch inside their functions, so
+``yb --help`` and ``yb --version`` never load it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Optional
+
+import typer
+
+from yoloblocks_cli import __version__
+from yoloblocks_cli.errors import YBError
+
+app = typer.Typer(
+    name="yb",
+    help="Load, trace and profile YOLO blocks and models: shapes, parameters, FLOPs, latency, memory.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# One module per command under yoloblocks_cli/commands; each exposes `register(app)`.
+COMMAND_MODULES = (
+    "inspect",
+)
+
+STATE = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"yoloblocks {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True,
+                                           help="Print the version and exit."),
+) -> None:
+    """Global options. `--debug` anywhere on the line shows full tracebacks."""
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"yoloblocks_cli.commands.{_name}").register(app)
+
+
+def _print_error(message: str) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `yb` console script; maps errors to one line and an exit code.
+
+    Typer handles usage errors itself (exit 2); ours arrive as :class:`YBError`.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    STATE["debug"] = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    try:
+        app(args=args, prog_name="yb")
+    except YBError as exc:
+        if STATE["debug"]:
+            raise
+        _print_error(str(exc))
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        _print_error("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # an unexpected failure inside yb itself
+        if STATE["debug"]:
+            raise
+        _print_error(f"internal error: {exc.__class__.__name__}: {exc} (run with --debug for the traceback)")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""One module per `yb` command; each defines ``register(app)`` and imports torch lazily."""
