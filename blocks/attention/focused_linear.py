@@ -52,6 +52,25 @@ def focus(t: torch.Tensor, p: float, dim: int = 1) -> torch.Tensor:
     return tp / tp.norm(dim=dim, keepdim=True) * norm
 
 
+def focused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: torch.Tensor,
+                      p: float, heads: int) -> torch.Tensor:
+    """phi(Q) (phi(K)^T V) / (phi(Q) . sum phi(K)) on channel-first (B, C, N) q, k, v.
+
+    Numerator and denominator both carry a 1/N (the eps too), so sums over N stay small.
+    """
+    b, c, n = q.shape
+    hd = c // heads
+    q = focus((F.relu(q) + 1e-6) / scale, p).view(b, heads, hd, n)
+    k = focus((F.relu(k) + 1e-6) / scale, p).view(b, heads, hd, n) / n
+    v = v.reshape(b, heads, hd, n)
+    z = 1.0 / (torch.matmul(k.sum(-1, keepdim=True).transpose(-2, -1), q) + 1e-6 / n)  # (B, heads, 1, N)
+    if n > hd:  # linear order: (V K^T) first, O(N d^2)
+        out = torch.matmul(torch.matmul(v, k.transpose(-2, -1)), q)
+    else:  # tiny maps: the N x N kernel matrix is cheaper
+        out = torch.matmul(v, torch.matmul(k.transpose(-2, -1), q))
+    return (out * z).reshape(b, c, n)
+
+
 @register_block(PRESERVE_NOMINAL, family="attention", source=_SOURCE, default_args=lambda c1: (c1,))
 class FocusedLinearAttention(nn.Module):
     """Focused linear attention with a depth-wise conv on V; channel-preserving, any H x W."""
@@ -85,16 +104,15 @@ class FocusedLinearAttention(nn.Module):
         q, k, v = qkv.chunk(3, 1)
         k = k + resize_positional_table(self.positional_encoding, self.window_size, (h, w), k.dtype)
         scale = F.softplus(self.scale).view(c, 1)
-        q = focus((F.relu(q) + 1e-6) / scale, self.focusing_factor)
-        k = focus((F.relu(k) + 1e-6) / scale, self.focusing_factor)
-        q, k, v = (t.reshape(b, nh, hd, n) for t in (q, k, v))
-
-        z = 1.0 / (torch.matmul(k.sum(-1, keepdim=True).transpose(-2, -1), q) + 1e-6)  # (B, nh, 1, N)
-        if n > hd:  # linear order: (K V^T) first, O(N d^2)
-            out = torch.matmul(torch.matmul(v, k.transpose(-2, -1)), q)
-        else:  # tiny maps: the N x N kernel matrix is cheaper
-            out = torch.matmul(v, torch.matmul(k.transpose(-2, -1), q))
-        out = out * z + self.dwc(v.reshape(b * nh, hd, h, w)).view(b, nh, hd, n)
+        if q.dtype in (torch.float16, torch.bfloat16) or torch.is_autocast_enabled(x.device.type):
+            # In 16 bits (1e-6)**3 underflows and a token with no positive feature gives
+            # 0/0; the kernel part is ~1/16 of the block's FLOPs, so it runs in float32.
+            with torch.autocast(x.device.type, enabled=False):
+                out = focused_attention(q.float(), k.float(), v.float(), scale.float(), self.focusing_factor, nh)
+            out = out.to(v.dtype)
+        else:
+            out = focused_attention(q, k, v, scale, self.focusing_factor, nh)
+        out = out + self.dwc(v.reshape(b * nh, hd, h, w)).view(b, c, n)
         out = torch.matmul(self.proj.weight, out.reshape(b, c, n)) + self.proj.bias[:, None]
         out = self.proj_drop(out)
         return like_input_format(out.view(b, c, h, w), x)
