@@ -317,3 +317,16 @@ def test_fla_inference_cache_follows_parameter_updates():
     assert not torch.allclose(after, before)
     m.train()(x).sum().backward()  # with autograd the table is resized afresh and gets gradients
     assert m.positional_encoding.grad.abs().sum() > 0
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", FACTORIES)
+def test_cuda_fp16_matches_cpu_fp32(name):
+    m = _block(name)
+    x = torch.randn(2, C, 7, 10)
+    with torch.no_grad():
+        y32 = m(x)
+        y = m.cuda().half()(x.cuda().half()).float().cpu()
+    assert torch.isfinite(y).all()
+    torch.testing.assert_close(y, y32, rtol=0.05, atol=0.05 * y32.abs().max().item())

@@ -29,7 +29,7 @@ from torch import nn
 from blocks.attention.common import PRESERVE_NOMINAL, like_input_format
 from blocks.registry import register_block
 
-_SOURCE = "FLatten Transformer, arXiv:2308.00442 (LeapLabTHU/FLatten-Transformer); seed article 001"
+_SOURCE = "FLatten Transformer, arXiv:2308.00442 (seed 001)"
 
 
 def resize_positional_table(table: torch.Tensor, grid: tuple[int, int], hw: tuple[int, int],

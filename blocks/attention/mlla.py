@@ -31,7 +31,7 @@ from torch import nn
 from blocks.attention.common import like_input_format
 from blocks.registry import register_block
 
-_SOURCE = "MLLA, arXiv:2405.16605 (LeapLabTHU/MLLA); seed article 000"
+_SOURCE = "MLLA, arXiv:2405.16605 (seed 000)"
 
 
 @functools.lru_cache(maxsize=64)
