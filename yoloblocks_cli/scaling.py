@@ -74,9 +74,9 @@ def fit_power(tokens: Sequence[float], costs: Sequence[float]) -> PowerFit:
     """
     if len(tokens) != len(costs):
         raise ValueError("tokens and costs differ in length")
-    pts = [(math.log(n), math.log(c)) for n, c in zip(tokens, costs)]
     if any(c <= 0 for c in costs) or any(n <= 0 for n in tokens):
         raise ValueError("a power fit needs positive tokens and costs")
+    pts = [(math.log(n), math.log(c)) for n, c in zip(tokens, costs)]
     n = len(pts)
     xs = [p[0] for p in pts]
     ys = [p[1] for p in pts]
@@ -187,8 +187,10 @@ def fit_poly_nonneg(tokens: Sequence[float], costs: Sequence[float]) -> PolyFit:
             full[j] = c
         rss = math.fsum((full[0] * a + full[1] * b + full[2] * d - 1.0) ** 2
                         for a, b, d in zip(*basis))
-        if best is None or rss < best[0] * (1 - 1e-12) or (rss <= best[0] * (1 + 1e-12) and len(support) < len(best[1])):
-            best = (rss, support, full)
+        # residuals within rounding of each other tie; the tie goes to the smaller support
+        key = rss if rss > 1e-20 * len(costs) else 0.0
+        if best is None or key < best[0] * (1 - 1e-9) or (key <= best[0] * (1 + 1e-9) and len(support) < len(best[1])):
+            best = (key, support, full)
     assert best is not None  # a single positive column always gives a positive coefficient
     rss, support, full = best
     return PolyFit(full[0], full[1] / scale, full[2] / scale ** 2, support, math.sqrt(rss / len(costs)))
