@@ -395,8 +395,11 @@ def _explain(report: FlopsReport, fv_by_operator: dict) -> list[str]:
         mods = report.missed.get("torch") or {}
         if mods and report.ultralytics is not None:
             torch_parts.append(f"{_calls(mods)} [thop counts]")
-        fv_only = sorted(k for k, v in fv_by_operator.items() if v and k not in _TORCH_COVERED_FVCORE
-                         and "::" not in k)
+        from blocks.flop_formulas import OP_FORMULAS
+
+        covered = set(_TORCH_COVERED_FVCORE) | {op.split(".")[-1] for op in report.by_op}
+        covered |= {name.split("::")[-1] for name in OP_FORMULAS}
+        fv_only = sorted(k for k, v in fv_by_operator.items() if v and k.split("::")[-1] not in covered)
         if fv_only:
             torch_parts.append(f"{', '.join(fv_only)} [fvcore counts]")
     if torch_parts:
