@@ -161,7 +161,9 @@ def torch_flops(module: Any, inputs: Any) -> int:
 def _recorded_torch_pass(module: Any, inputs: tuple, thop_info: tuple | None) -> tuple[int, dict, dict, dict]:
     """Run FlopCounterMode and, in the same pass, record which calls thop would not see.
 
-    Returns (total, by_op, thop_missed {fn: calls}, torch_missed_modules {class: calls}).
+    Returns (total, by_op, thop_missed {fn: calls}, torch_missed [(module path, class name)]):
+    the latter are calls of modules with a thop rule inside which the dispatch counter saw
+    no FLOPs (normalisations, pooling, upsampling); thop may or may not charge them.
     A call counts as seen by thop when some module around it has a thop rule, or when its
     outermost torch function is one thop counts functionally (newer thop versions).
     """
@@ -176,7 +178,7 @@ def _recorded_torch_pass(module: Any, inputs: tuple, thop_info: tuple | None) ->
     fn_stack: list[tuple[int, Any]] = []  # (call id, func) of the outermost torch function running
     frames: list[list] = []  # [module, torch flops inside, thop rule?]
     thop_missed: dict[str, set] = {}
-    torch_missed: Counter = Counter()
+    torch_missed: list[tuple[str, str]] = []
     next_id = [0]
 
     class Functions(TorchFunctionMode):
@@ -207,17 +209,17 @@ def _recorded_torch_pass(module: Any, inputs: tuple, thop_info: tuple | None) ->
             return out
 
     handles = []
-    for mod in module.modules():
+    for path, mod in module.named_modules():
         rule = _has_thop_rule(type(mod), custom, hooks, zero) if thop_info else False
 
-        def pre(m, args, rule=rule):
-            frames.append([m, 0, rule])
+        def pre(m, args, rule=rule, path=path):
+            frames.append([path, 0, rule])
 
         def post(m, args, out):
             if frames:
-                m_, flops, rule_ = frames.pop()
+                path_, flops, rule_ = frames.pop()
                 if rule_ and flops == 0:
-                    torch_missed[type(m_).__name__] += 1
+                    torch_missed.append((path_, type(m).__name__))
 
         handles.append(mod.register_forward_pre_hook(pre))
         handles.append(mod.register_forward_hook(post))
@@ -229,20 +231,36 @@ def _recorded_torch_pass(module: Any, inputs: tuple, thop_info: tuple | None) ->
             h.remove()
     by_op = {str(k): int(v) for k, v in counter.get_flop_counts().get("Global", {}).items()}
     return (int(counter.get_total_flops()), by_op,
-            {k: len(v) for k, v in sorted(thop_missed.items())}, dict(torch_missed))
+            {k: len(v) for k, v in sorted(thop_missed.items())}, torch_missed)
 
 
 # ----------------------------------------------------------------------------- thop
 
 
-def thop_macs(module: Any, inputs: Any) -> int:
-    """MACs as ultralytics gets them: ``thop.profile(deepcopy(model), inputs=(x,), verbose=False)``."""
+def thop_macs(module: Any, inputs: Any, layers: dict[str, float] | None = None) -> int:
+    """MACs as ultralytics gets them: ``thop.profile(deepcopy(model), inputs=(x,), verbose=False)``.
+
+    ``layers``, if given, is filled with thop's MACs per module path (subtree totals;
+    ``""`` is the root's own share), so an explanation can say which modules thop charged.
+    """
     import thop
 
     with _quiet():
-        macs, _ = thop.profile(copy.deepcopy(module), inputs=_as_tuple(inputs), custom_ops=_thop_custom_ops(),
-                               verbose=False)
-    return int(round(float(macs)))
+        out = thop.profile(copy.deepcopy(module), inputs=_as_tuple(inputs), custom_ops=_thop_custom_ops(),
+                           verbose=False, ret_layer_info=layers is not None)
+    macs = float(out[0])
+    if layers is not None:
+        tree = out[2] if len(out) > 2 else {}
+        _flatten_layers(tree, "", layers)
+        layers[""] = macs - sum(float(v[0]) for v in tree.values())
+    return int(round(macs))
+
+
+def _flatten_layers(tree: dict, prefix: str, into: dict[str, float]) -> None:
+    for name, (ops, _params, sub) in tree.items():
+        path = f"{prefix}.{name}" if prefix else name
+        into[path] = float(ops)
+        _flatten_layers(sub, path, into)
 
 
 # ----------------------------------------------------------------------------- fvcore
@@ -353,6 +371,7 @@ def count_flops(module: Any, inputs: Any, counters: Iterable[str] = COUNTERS) ->
         except Exception as exc:  # thop missing or changed: its column says so
             report.notes.append(_note("ultralytics (thop)", exc))
 
+    torch_missed_calls: list[tuple[str, str]] = []
     if "torch" in counters:
         try:
             with torch.no_grad():
@@ -360,14 +379,19 @@ def count_flops(module: Any, inputs: Any, counters: Iterable[str] = COUNTERS) ->
             report.torch, report.by_op = total, by_op
             if thop_info is not None:
                 report.missed["ultralytics"] = thop_missed
-            report.missed["torch"] = torch_missed
+            torch_missed_calls = torch_missed
         except Exception as exc:
             report.notes.append(_note("torch", exc))
 
     if "ultralytics" in counters and thop_info is not None:
         try:
-            report.thop_macs = thop_macs(_copy_eval(module), inputs)
+            layers: dict[str, float] = {}
+            report.thop_macs = thop_macs(_copy_eval(module), inputs, layers)
             report.ultralytics = 2 * report.thop_macs
+            # modules the dispatch counter saw no FLOPs in, but thop charged
+            if report.torch is not None:
+                report.missed["torch"] = dict(Counter(cls for path, cls in torch_missed_calls
+                                                      if layers.get(path, 0) > 0))
         except Exception as exc:
             report.notes.append(_note("ultralytics (thop)", exc))
 

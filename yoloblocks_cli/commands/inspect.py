@@ -302,8 +302,8 @@ _COUNTER_LABELS = (
     ("ultralytics", "ultralytics (thop)", "thop_macs"),
     ("fvcore", "fvcore", "fvcore_macs"),
 )
-_LEGEND = ("torch: FlopCounterMode at dispatch (products only: matmul, conv, SDPA, custom-op formulas); "
-           "ultralytics: 2 x thop MACs, as ultralytics prints GFLOPs; fvcore: 2 x MACs of a JIT trace.")
+_LEGEND = ("torch = FlopCounterMode (products: matmul, conv, SDPA, custom ops) · "
+           "ultralytics = 2 x thop MACs · fvcore = 2 x MACs of a JIT trace")
 
 
 def render(report: dict[str, Any]) -> None:
