@@ -138,12 +138,13 @@ def test_plot_without_matplotlib_is_one_clear_line(tmp_path):
     (("Conv", "--sizes", "16x32,32x16"), "error: --sizes needs at least two different token counts (H*W) to fit a slope"),
     (("Conv", "--sizes", "8,16x"), "error: malformed size '16x': expected digits joined by 'x', e.g. 64x160x160"),
     (("Conv", "--channels", "0"), "error: --channels must be positive, got 0"),
-    (("Convv",), "error: unknown block 'Convv' (did you mean: Conv, Concat?)"),
+    (("Convv",), "error: unknown block 'Convv' (did you mean: Conv, "),  # the rest grows with the registry
 ])
 def test_bad_input_is_one_line_and_exit_2(yb, args, message):
     result = yb("scale", *args)
     assert result.returncode == 2
-    assert result.stderr.strip() == message
+    err = result.stderr.strip()
+    assert err == message or (message.endswith(", ") and err.startswith(message) and "\n" not in err)
 
 
 def test_block_failing_at_non_square_sizes_exits_1_after_reporting(yb, tmp_path):

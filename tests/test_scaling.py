@@ -206,11 +206,13 @@ def test_softmax_attention_flops_are_exactly_8c2n_plus_4cn2_and_tend_to_quadrati
     assert 1.85 < fit.power.slope < 1.95
 
 
-def test_cpu_peak_memory_counts_activations_exactly():
+def test_memory_sweep_of_a_conv_chain_counts_activations_exactly():
     model = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1)).eval()
-    x = torch.randn(1, 8, 16, 16)
+    result = scaling.sweep("chain", "block", "chain", None, model, lambda h, w: torch.randn(1, 8, h, w),
+                           scaling.DEFAULT_BLOCK_SIZES, CPU, ("memory",))
     # conv1 output and relu output are alive together; the input and weights are not counted
-    assert scaling._live_tensor_peak(model, x) == 2 * 8 * 16 * 16 * 4
+    assert [p.memory_bytes for p in result.points] == [2 * 8 * h * w * 4 for h, w in scaling.DEFAULT_BLOCK_SIZES]
+    assert abs(result.fits[0].power.slope - 1.0) < 1e-9
 
 
 def test_a_block_failing_at_some_sizes_keeps_the_fit_of_the_others():

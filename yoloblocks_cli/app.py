@@ -27,6 +27,7 @@ app = typer.Typer(
 COMMAND_MODULES = (
     "inspect",
     "scale",
+    "blocks",
 )
 
 STATE = {"debug": False}

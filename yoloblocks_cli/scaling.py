@@ -240,148 +240,25 @@ def _round_exponent(s: float) -> str:
 
 
 def _torch_flops(module: Any, inputs: Any) -> int:
-    """FLOPs of one forward pass by torch's dispatch counter.
+    """FLOPs of one forward pass by torch's dispatch counter (FLOPs = 2 x MACs)."""
+    from yoloblocks_cli.flops import torch_flops
 
-    Uses the engine's ``yoloblocks_cli.flops.torch_flops`` when present; the fallback below
-    is the stand-in used until it lands (same counter, same convention: FLOPs = 2 x MACs).
-    """
-    try:
-        from yoloblocks_cli.flops import torch_flops
-    except ModuleNotFoundError as exc:
-        if exc.name != "yoloblocks_cli.flops":
-            raise
-    else:
-        return int(torch_flops(module, inputs))
-    # --- stand-in until yoloblocks_cli.flops lands
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    args = inputs if isinstance(inputs, tuple) else (inputs,)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        module(*args)
-    return int(counter.get_total_flops())
-
-
-@dataclass
-class _Latency:  # stand-in for yoloblocks_cli.bench.Latency
-    median_ms: float
-    iqr_ms: float
-    runs: int
-
-
-@dataclass
-class _Memory:  # stand-in for yoloblocks_cli.bench.Memory
-    peak_bytes: int
-    method: str
+    return int(torch_flops(module, inputs))
 
 
 def _time_forward(module: Any, x: Any, device: Any, max_seconds: float) -> Any:
-    """Median forward latency; the engine's ``bench.time_forward`` when present."""
-    try:
-        from yoloblocks_cli.bench import time_forward
-    except ModuleNotFoundError as exc:
-        if exc.name != "yoloblocks_cli.bench":
-            raise
-    else:
-        return time_forward(module, x, device, warmup=2, min_runs=5, max_seconds=max_seconds)
-    # --- stand-in until yoloblocks_cli.bench lands: warm-up, synchronise, median and IQR
-    import statistics
-    import time
+    """Median forward latency within a per-size time budget (the engine's benchmark loop)."""
+    from yoloblocks_cli.bench import time_forward
 
-    import torch
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    times: list[float] = []
-    with torch.no_grad():
-        warm_start = time.perf_counter()  # warm up for 3 runs and at least 50 ms
-        for i in range(1000):
-            module(x)
-            sync()
-            if i >= 2 and time.perf_counter() - warm_start > 0.05:
-                break
-        start = time.perf_counter()
-        while len(times) < 5 or (time.perf_counter() - start < max_seconds and len(times) < 200):
-            t0 = time.perf_counter()
-            module(x)
-            sync()
-            times.append((time.perf_counter() - t0) * 1e3)
-    q = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
-    return _Latency(statistics.median(times), q[2] - q[0], len(times))
+    return time_forward(module, x, device, warmup=3, min_runs=5, min_seconds=min(0.1, max_seconds),
+                        max_seconds=max_seconds)
 
 
 def _peak_memory(module: Any, x: Any, device: Any) -> Any:
-    """Peak memory of one forward pass; the engine's ``bench.peak_memory`` when present."""
-    try:
-        from yoloblocks_cli.bench import peak_memory
-    except ModuleNotFoundError as exc:
-        if exc.name != "yoloblocks_cli.bench":
-            raise
-    else:
-        return peak_memory(module, x, device)
-    # --- stand-in until yoloblocks_cli.bench lands
-    import torch
+    """Peak memory of one forward pass (CUDA allocator peak, or live tensor storage on CPU)."""
+    from yoloblocks_cli.bench import peak_memory
 
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        with torch.no_grad():
-            module(x)
-        torch.cuda.synchronize(device)
-        return _Memory(int(torch.cuda.max_memory_allocated(device) - base), "cuda.max_memory_allocated")
-    return _Memory(_live_tensor_peak(module, x), "dispatch: peak bytes of live tensors")
-
-
-def _live_tensor_peak(module: Any, x: Any) -> int:
-    """CPU stand-in: the peak of bytes held by tensors created during the forward pass.
-
-    Every storage an op returns is counted until Python frees it (a weakref finaliser), so
-    the figure is activations and workspace, exact and deterministic, excluding the
-    parameters and the input, which exist before the call.
-    """
-    import weakref
-
-    import torch
-    from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils._pytree import tree_flatten
-
-    class LiveBytes(TorchDispatchMode):
-        def __init__(self, preexisting: set[int]) -> None:
-            super().__init__()
-            self.live = 0
-            self.peak = 0
-            self.alive: set[int] = set()
-            self.preexisting = preexisting
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            for t in tree_flatten(out)[0]:
-                if not isinstance(t, torch.Tensor):
-                    continue
-                storage = t.untyped_storage()
-                key = storage.data_ptr()
-                if key in self.alive or key in self.preexisting or storage.nbytes() == 0:
-                    continue
-                self.alive.add(key)
-                self.live += storage.nbytes()
-                self.peak = max(self.peak, self.live)
-                weakref.finalize(storage, self._free, key, storage.nbytes())
-            return out
-
-        def _free(self, key: int, nbytes: int) -> None:
-            if key in self.alive:
-                self.alive.discard(key)
-                self.live -= nbytes
-
-    existing = [*module.parameters(), *module.buffers(), *(x if isinstance(x, tuple) else (x,))]
-    mode = LiveBytes({t.untyped_storage().data_ptr() for t in existing if isinstance(t, torch.Tensor)})
-    with torch.no_grad(), mode:
-        out = module(x)
-    del out
-    return mode.peak
+    return peak_memory(module, x, device)
 
 
 # --------------------------------------------------------------------------- sweep

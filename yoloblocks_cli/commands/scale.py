@@ -65,7 +65,10 @@ def register(app: typer.Typer) -> None:
 
         from yoloblocks_cli.load import import_file
 
-        dev, dt = _resolve_device(device), _resolve_dtype(dtype)
+        from yoloblocks_cli.device import resolve_device, resolve_dtype
+        from yoloblocks_cli.report import write_json
+
+        dev, dt = resolve_device(device), resolve_dtype(dtype)
         if threads is not None:
             torch.set_num_threads(threads)
         for path in plugin or []:
@@ -77,11 +80,15 @@ def register(app: typer.Typer) -> None:
             raise UsageError("cannot scale blocks and models in one call: their inputs differ (C channels vs images)")
         grid = scaling.parse_sweep_sizes(sizes, model="model" in kinds)
 
+        from contextlib import nullcontext
+
+        from yoloblocks_cli.report import status
+
         results = []
-        with _progress(json_out) as say:
+        with (nullcontext(lambda text: None) if json_out else status("measuring")) as say:
             for t in loaded:
                 results.append(scaling.sweep(t.name, t.kind, t.call, t.family, t.module, t.make_input, grid, dev,
-                                             chosen, progress=say, max_seconds=time_per_size))
+                                             chosen, progress=lambda text: say(f"measuring {text}"), max_seconds=time_per_size))
 
         title = _title(results, channels, batch or 1, dev, "model" in kinds)
         if plot is not None:
@@ -90,7 +97,7 @@ def register(app: typer.Typer) -> None:
             save_scale_figure(results, chosen, plot, title)
         report = _report(results, targets, chosen, channels, batch or 1, dev, dt, threads, plot)
         if json_out or output is not None:
-            _write_json(report, output if not json_out or output is not None else None)
+            write_json(report, output)
             if output is not None and not json_out:
                 typer.echo(f"wrote {output}")
         if not json_out:
@@ -102,109 +109,15 @@ def register(app: typer.Typer) -> None:
             raise CheckFailed(f"{name} failed at {p.height}x{p.width}: {p.error}{more}")
 
 
-# ----------------------------------------------------------------- engine hooks with stand-ins
-
-
-def _resolve_device(text: str) -> Any:
-    try:
-        from yoloblocks_cli.device import resolve_device
-    except ModuleNotFoundError as exc:
-        if exc.name != "yoloblocks_cli.device":
-            raise
-    else:
-        return resolve_device(text)
-    # --- stand-in until yoloblocks_cli.device lands
-    import torch
-
-    from yoloblocks_cli.errors import UsageError
-
-    t = text.strip().lower()
-    if t == "cpu":
-        return torch.device("cpu")
-    if t == "cuda" or (t.startswith("cuda:") and t[5:].isdigit()):
-        if not torch.cuda.is_available():
-            raise UsageError(f"device '{text}' asked for, but CUDA is not available")
-        dev = torch.device(t)
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise UsageError(f"device '{text}' does not exist: {torch.cuda.device_count()} CUDA device(s)")
-        return dev
-    raise UsageError(f"unknown device '{text}': use cpu, cuda or cuda:N")
-
-
-def _resolve_dtype(text: str) -> Any:
-    try:
-        from yoloblocks_cli.device import resolve_dtype
-    except ModuleNotFoundError as exc:
-        if exc.name != "yoloblocks_cli.device":
-            raise
-    else:
-        return resolve_dtype(text)
-    # --- stand-in until yoloblocks_cli.device lands
-    import torch
-
-    from yoloblocks_cli.errors import UsageError
-
-    table = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
-             "half": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
-    if text.lower() not in table:
-        raise UsageError(f"unknown dtype '{text}': use fp32, fp16 or bf16")
-    return table[text.lower()]
-
-
-def _env(device: Any, dtype: Any, threads: int | None) -> dict[str, Any]:
-    try:
-        from yoloblocks_cli.report import env_info
-    except ModuleNotFoundError as exc:
-        if exc.name != "yoloblocks_cli.report":
-            raise
-    else:
-        return env_info(device, dtype, threads)
-    # --- stand-in until yoloblocks_cli.report lands
-    import torch
-
-    from yoloblocks_cli import __version__
-
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    return {"torch": torch.__version__, "device": str(device), "device_name": name,
-            "dtype": str(dtype).replace("torch.", ""), "threads": threads or torch.get_num_threads(),
-            "yoloblocks": __version__}
-
-
-def _write_json(report: dict, output: Path | None) -> None:
-    try:
-        from yoloblocks_cli.report import write_json
-    except ModuleNotFoundError as exc:
-        if exc.name != "yoloblocks_cli.report":
-            raise
-    else:
-        write_json(report, output)
-        return
-    # --- stand-in until yoloblocks_cli.report lands: stdout, or an atomic file write
-    import json
-    import os
-    import tempfile
-
-    text = json.dumps(report, indent=2, allow_nan=False)
-    if output is None:
-        typer.echo(text)
-        return
-    folder = output.parent if str(output.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=folder)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text + "\n")
-    os.replace(tmp, output)
-
-
 # ----------------------------------------------------------------- report and rendering
 
 
 def _report(results: list, targets: list[str], metrics: tuple, channels: int, batch: int, device: Any,
             dtype: Any, threads: int | None, plot: Path | None) -> dict[str, Any]:
-    report: dict[str, Any] = {
-        "schema": "yoloblocks.report/1",
-        "command": "scale",
-        "target": ", ".join(targets),
-        "env": _env(device, dtype, threads),
+    from yoloblocks_cli.report import base_report, env_info
+
+    report = base_report("scale", ", ".join(targets), env_info(device, dtype, threads))
+    report.update({
         "channels": channels if all(r.kind == "block" for r in results) else 3,
         "batch": batch,
         "metrics": list(metrics),
@@ -213,7 +126,7 @@ def _report(results: list, targets: list[str], metrics: tuple, channels: int, ba
                      "points": [p.as_dict() for p in r.points]} for r in results],
         "fits": [f.as_dict() for r in results for f in r.fits],
         "failed": sum(len(r.failed) for r in results),
-    }
+    })
     if plot is not None:
         report["plot"] = str(plot)
     return report
@@ -222,28 +135,6 @@ def _report(results: list, targets: list[str], metrics: tuple, channels: int, ba
 def _title(results: list, channels: int, batch: int, device: Any, model: bool) -> str:
     what = "models" if model else f"blocks at C={channels}"
     return f"cost vs tokens N = H×W ({what}, batch {batch}, {device})"
-
-
-class _progress:
-    """A transient status line on stderr for a terminal; silent in JSON mode or a pipe."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self.status = None
-
-    def __enter__(self):
-        from rich.console import Console
-
-        console = Console(stderr=True)
-        if self.quiet or not console.is_terminal:
-            return lambda text: None
-        self.status = console.status("measuring")
-        self.status.__enter__()
-        return lambda text: self.status.update(f"measuring {text}")
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.status is not None:
-            self.status.__exit__(*exc)
 
 
 def _fmt_value(metric: str, value: float | None) -> str:
@@ -258,13 +149,13 @@ def _fmt_value(metric: str, value: float | None) -> str:
 
 
 def _render(results: list, metrics: tuple, title: str, plot: Path | None, ascii_chart: bool) -> None:
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
+    from yoloblocks_cli.report import console as make_console
     from yoloblocks_cli.termchart import Series, loglog_chart
 
-    console = Console(highlight=False)
+    console = make_console()
     console.print(Text(title, style="bold"))
     for metric in metrics:
         table = Table(title=f"{metric}", title_justify="left", show_edge=False, pad_edge=False)
