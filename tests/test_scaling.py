@@ -261,6 +261,9 @@ def test_mobile_mqa_tends_to_quadratic():
     params = inspect.signature(get_block(name).cls.__init__).parameters
     kv = [p for p in params if "kv" in p.lower() and "stride" in p.lower()]
     assert kv, f"{name} has no K/V stride parameter among {list(params)}"
-    _, fit = _flops_fit(name, channels=32, kwargs={kv[0]: 1})
+    # the default construction must be the one without K/V down-sampling
+    target = scaling.load_target(name, 32, None, None, CPU, torch.float32)
+    assert getattr(target.module, kv[0]) == 1, f"{target.call} down-samples K/V by default"
+    _, fit = _flops_fit(name, channels=32)
     assert fit.local[-1]["slope"] > 1.8, fit.verdict
     assert fit.poly is not None and fit.poly.c2 > 0

@@ -484,7 +484,10 @@ def load_target(text: str, channels: int, args: list | None, kwargs: dict[str, A
         from yoloblocks_cli.load import load_block
 
         loaded = load_block(text, channels, args, kwargs)
-        module, name, call, in_ch, kind = loaded.module, loaded.spec.name, loaded.call, channels, "block"
+        # an alias the user typed (MobileMQA) labels the results better than the class name
+        aliases = loaded.spec.info.aliases if loaded.spec.info is not None else ()
+        name = text.strip() if text.strip() in aliases else loaded.spec.name
+        module, call, in_ch, kind = loaded.module, loaded.call, channels, "block"
         family = loaded.spec.info.family if loaded.spec.info is not None else None
     module = module.to(device=device, dtype=dtype).eval()
 
