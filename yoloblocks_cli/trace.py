@@ -74,6 +74,7 @@ class Frame:
 
     module: Any
     input_shape: Any
+    path: str | None = None  # resolved through the parent, only while recording layers
 
 
 class ShapeTracer:
@@ -145,7 +146,18 @@ class ShapeTracer:
 
     # hooks: shapes only
     def _pre(self, module: Any, args: tuple) -> None:
-        self.stack.append(Frame(module, _args_shape(args)))
+        stack = self.stack
+        frame = Frame(module, _args_shape(args))
+        if getattr(self._local, "record", False):
+            frame.path = self._child_path(stack[-1] if stack else None, module)
+        stack.append(frame)
+
+    def _child_path(self, parent: Frame | None, module: Any) -> str:
+        if parent is not None and parent.path is not None:
+            for name, child in parent.module.named_children():
+                if child is module:
+                    return name if parent.path == ROOT_LABEL else f"{parent.path}.{name}"
+        return self.paths.get(id(module), type(module).__name__)
 
     def _post(self, module: Any, args: tuple, output: Any) -> None:
         stack = self.stack
@@ -154,8 +166,9 @@ class ShapeTracer:
             mid = id(module)
             if self.only_layers and mid not in self._layer_ids:
                 return
+            label = self.label_of(module) if frame.path is None or mid in self._layer_ids else frame.path
             self.records.append(LayerRecord(
-                self.label_of(module), type(module).__name__, frame.input_shape,
+                label, type(module).__name__, frame.input_shape,
                 shape_of(output), len(stack)))
 
     def label_of(self, module: Any) -> str:
