@@ -188,8 +188,13 @@ def test_hint_non_contiguous_view_and_unknown():
            "across two contiguous subspaces). Use .reshape(...) instead.")
     assert hints.recognise(ctx(msg))[0] == "non-contiguous-view"
     assert hints.recognise(ctx("something else entirely")) is None
-    assert hints.recognisers()[:5] == ["non-contiguous-view", "hard-coded-width", "square-assumption",
-                                       "fixed-token-count", "odd-size"]
+    assert hints.recognisers()[:6] == ["non-contiguous-view", "input-too-small", "hard-coded-width",
+                                       "square-assumption", "fixed-token-count", "odd-size"]
+
+
+def test_hint_input_too_small():
+    msg = "Given input size: (16x1x12). Calculated output size: (16x0x11). Output size is too small"
+    assert hints.recognise(ctx(msg, [1, 16, 1, 12]))[0] == "input-too-small"
 
 
 def test_register_hint_adds_a_recogniser():

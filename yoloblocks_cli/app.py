@@ -27,6 +27,7 @@ app = typer.Typer(
 COMMAND_MODULES = (
     "inspect",
     "trace",
+    "blocks",
 )
 
 STATE = {"debug": False}

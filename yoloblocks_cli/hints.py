@@ -90,6 +90,19 @@ def _noncontiguous(ctx: HintContext) -> tuple[str, str] | None:
     return None
 
 
+_TOO_SMALL = ("Output size is too small", "Kernel size can't be greater than actual input size",
+              "smaller than kernel size")
+
+
+@register_hint("input-too-small")
+def _too_small(ctx: HintContext) -> tuple[str, str] | None:
+    if any(t in ctx.message for t in _TOO_SMALL):
+        return ("input-too-small",
+                "input too small: a pooling or strided layer needs a larger map than this (not a shape bug; "
+                "YOLO never feeds a map this small)")
+    return None
+
+
 @register_hint("hard-coded-width")
 def _hard_coded_width(ctx: HintContext) -> tuple[str, str] | None:
     m = _CONV_WIDTH.search(ctx.message)
