@@ -179,8 +179,7 @@ def test_text_output_names_layer_line_and_hint():
     proc = run_yb("trace", f"{REL}:SquareAttention", "--sizes", "8x4x4,8x4x3", "--probes", "sweep", "--layers")
     assert proc.returncode == 1, proc.stderr
     out = proc.stdout
-    assert "1x8x4x3" in out and "FAIL" in out
-    assert "sweep: RuntimeError at layer <root> (SquareAttention) input 1x8x4x3" in out
+    assert "FAIL sweep at 1x8x4x3\n  RuntimeError at layer <root> (SquareAttention) input 1x8x4x3" in out
     assert f"{REL}:{marker_line('square')}" in out
     assert "hint: assumes a square input: reshapes 12 (4x3) tokens to 3x3" in out
     assert "layers at 1x8x4x4" in out  # the first configuration's per-layer trace

@@ -40,32 +40,44 @@ def render(req: Any, kind: str, targets: Sequence[Target], probes: Sequence[str]
             _layers(console, p, kind)
 
     failed = [p for p in points if not p.ok]
-    for p in failed:
+    for configs, name, r in _grouped_failures(failed):
         console.print()
-        console.print(f"[bold red]FAIL[/] {escape(p.label)}")
-        for name, r in p.results.items():
-            if not r.failed:
-                continue
-            f = r.failure
-            if f is None:
-                console.print(f"  {name}: {escape(r.detail)}")
-                continue
-            where = f"layer {escape(str(f.layer))} ({escape(str(f.module))})" if f.layer is not None else ""
-            inp = f" input {fmt_shape(f.layer_input_shape)}" if f.layer_input_shape is not None else ""
-            console.print(f"  {name}: {escape(f.type)} at {where}{inp}")
-            if f.inner:
-                console.print(f"    inside {escape(str(f.inner.get('path')))} ({escape(str(f.inner.get('module')))})"
-                              f" input {fmt_shape(f.inner.get('input_shape'))}")
-            if f.file:
-                console.print(f"    {escape(f.file)}:{f.line}")
-            console.print(f"    {escape(f.message.splitlines()[0] if f.message else '')}")
-            if f.hint:
-                console.print(f"    [yellow]hint:[/] {escape(f.hint)}")
+        shown = ", ".join(configs[:6]) + (f", ... ({len(configs)} configurations)" if len(configs) > 6 else "")
+        console.print(f"[bold red]FAIL[/] {name} at {escape(shown)}")
+        f = r.failure
+        if f is None:
+            console.print(f"  {escape(r.detail)}")
+            continue
+        where = f" at layer {escape(str(f.layer))} ({escape(str(f.module))})" if f.layer is not None else ""
+        inp = f" input {fmt_shape(f.layer_input_shape)}" if f.layer_input_shape is not None else ""
+        console.print(f"  {escape(f.type)}{where}{inp}")
+        if f.inner:
+            console.print(f"    inside {escape(str(f.inner.get('path')))} ({escape(str(f.inner.get('module')))})"
+                          f" input {fmt_shape(f.inner.get('input_shape'))}")
+        if f.file:
+            console.print(f"  {escape(f.file)}:{f.line}")
+        console.print(f"  {escape(f.message.splitlines()[0] if f.message else '')}")
+        if f.hint:
+            console.print(f"  [yellow]hint:[/] {escape(f.hint)}")
     n_pass = sum(p.ok for p in points)
     console.print()
     colour = "green" if not failed else "red"
     console.print(f"[{colour}]{len(points)} configurations x {len(probes)} probes: "
                   f"{n_pass} passed, {len(failed)} failed[/]")
+
+
+def _grouped_failures(points: Sequence[Point]) -> list[tuple[list[str], str, Any]]:
+    """One entry per distinct failure (probe, type, layer, file:line, cause), with the
+    configurations that hit it; details are shown from the first of them."""
+    groups: dict[tuple, tuple[list[str], str, Any]] = {}
+    for p in points:
+        for name, r in p.results.items():
+            if not r.failed:
+                continue
+            f = r.failure
+            key = (name, r.status) + ((f.type, str(f.layer), f.file, f.line, f.cause) if f else (r.detail,))
+            groups.setdefault(key, ([], name, r))[0].append(p.label)
+    return list(groups.values())
 
 
 def _layers(console: Any, p: Point, kind: str) -> None:
