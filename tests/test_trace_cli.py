@@ -209,3 +209,10 @@ def test_bad_input_message_subprocess():
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("error: unknown probe 'speed': choose from sweep, finite, batch, "
                                    "channels-last, train, grads")
+
+
+def test_bare_block_name_from_a_plugin_file():
+    code, rep = yb_json("trace", "OddSizeConcat", "--plugin", REL, "--sizes", "4x6x6,4x5x5", "--probes", "sweep")
+    assert code == 1
+    assert rep["built"] == ["OddSizeConcat(4)"]
+    assert failing(rep) == {"1x4x5x5"}

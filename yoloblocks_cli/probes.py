@@ -85,6 +85,7 @@ class Target:
     name: str
     scale: str | None = None
     kind: str = "block"  # "block" or "model"
+    build_failure: Failure | None = None  # this scale could not even be built
 
 
 @dataclass

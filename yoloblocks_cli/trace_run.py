@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from yoloblocks_cli.errors import UsageError
-from yoloblocks_cli.probes import Point, Target, block_sweep, model_sweep, probe_names, run_point, with_batches
+from yoloblocks_cli.probes import Point, ProbeResult, Target, block_sweep, model_sweep, probe_names, run_point, with_batches
 from yoloblocks_cli.spec import Shape, parse_args_list, parse_block_sizes, parse_kwargs, parse_model_sizes
 from yoloblocks_cli.trace import ShapeTracer, fmt_shape
 
@@ -127,11 +127,8 @@ def env_dict(device: Any, dtype: Any) -> dict[str, Any]:
 def block_targets(req: TraceRequest, c1: int) -> list[Target]:
     from yoloblocks_cli.load import load_block
 
-    for p in req.plugins:
-        from yoloblocks_cli.load import import_file
-
-        import_file(p)
-    loaded = load_block(req.target, c1, parse_args_list(req.args), parse_kwargs(req.kwargs))
+    spec = plugin_spec(req.target, req.plugins)
+    loaded = load_block(spec, c1, parse_args_list(req.args), parse_kwargs(req.kwargs))
     tracer = ShapeTracer(loaded.module).attach()
     return [Target(loaded.module, tracer, loaded.call, None, "block")]
 
@@ -155,7 +152,14 @@ def model_targets(req: TraceRequest) -> tuple[list[Target], int]:
     scales = [s.strip() for s in req.scales.split(",") if s.strip()] if req.scales else [None]
     targets, stride = [], 32
     for scale in scales:
-        built = build_model(req.target, scale=scale, plugins=tuple(req.plugins))
+        try:
+            built = build_model(req.target, scale=scale, plugins=tuple(req.plugins))
+        except UsageError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one scale that cannot be built is a failed scale
+            targets.append(Target(None, None, f"{Path(req.target).name} (scale {scale})", scale, "model",
+                                  build_failure=build_failure(exc)))
+            continue
         layer_mods = model_layer_modules(built)
         tracer = ShapeTracer(built.model, layer_modules=layer_mods, only_layers=True).attach()
         s = built.stride
@@ -163,6 +167,31 @@ def model_targets(req: TraceRequest) -> tuple[list[Target], int]:
         name = Path(req.target).name + (f" (scale {scale})" if scale else "")
         targets.append(Target(built.model, tracer, name, getattr(built, "scale", None) or scale, "model"))
     return targets, stride
+
+
+def build_failure(exc: BaseException) -> Any:
+    """A model that raised while being built (e.g. a block run once to learn its width)."""
+    import torch.nn as nn
+
+    from yoloblocks_cli.trace import locate
+
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    f = locate(cause, ShapeTracer(nn.Identity()), [], None)
+    f.layer = f.layer if f.layer != "<root>" else None
+    f.message = f"while building the model: {exc}" if cause is exc else f"{exc}"
+    return f
+
+
+def plugin_spec(target: str, plugins: Sequence[Path]) -> str:
+    """`yb trace MyBlock --plugin my_blocks.py`: a bare name defined in a plugin file."""
+    from yoloblocks_cli.load import import_file
+
+    if ":" in target:
+        return target
+    for p in plugins:
+        if isinstance(getattr(import_file(p), target, None), type):
+            return f"{p}:{target}"
+    return target
 
 
 def configurations(req: TraceRequest, kind: str, stride: int = 32) -> list[Shape]:
@@ -199,6 +228,14 @@ def sweep(targets: Sequence[Target], shapes: Sequence[Shape], probes: Sequence[s
     """Every configuration (target x shape) through every probe; nothing stops the sweep."""
     points = []
     for target in targets:
+        if target.build_failure is not None:
+            for shape in shapes:
+                f = target.build_failure
+                points.append(Point(shape, target.scale, {"sweep": ProbeResult(
+                    "sweep", "fail", f"build failed: {f.type}: {f.message.splitlines()[0]}", f)}))
+                if progress is not None:
+                    progress()
+            continue
         if device is not None:
             target.module.to(device=device, dtype=dtype)
         for shape in shapes:
