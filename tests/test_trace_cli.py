@@ -216,3 +216,25 @@ def test_bare_block_name_from_a_plugin_file():
     assert code == 1
     assert rep["built"] == ["OddSizeConcat(4)"]
     assert failing(rep) == {"1x4x5x5"}
+
+
+def test_einops_square_reshape_points_at_the_users_line_not_einops(tmp_path):
+    """The Focused Linear Attention seed's pattern: num = int(sqrt(N)); rearrange(..., w=num, h=num)."""
+    src = tmp_path / "fla_like.py"
+    src.write_text(
+        "import torch\nfrom torch import nn\nfrom einops import rearrange\n\n\n"
+        "class FLALike(nn.Module):\n"
+        "    def __init__(self, dim):\n"
+        "        super().__init__()\n"
+        "        self.dwc = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)\n\n"
+        "    def forward(self, x):\n"
+        "        v = x.flatten(2).transpose(1, 2)\n"
+        "        num = int(v.shape[1] ** 0.5)\n"
+        "        fm = rearrange(v, 'b (w h) c -> b c w h', w=num, h=num)\n"
+        "        return self.dwc(fm)\n")
+    code, rep = yb_json("trace", f"{src}:FLALike", "--sizes", "8x20x20,8x20x15", "--probes", "sweep")
+    assert code == 1 and failing(rep) == {"1x8x20x15"}
+    err = by_shape(rep)["1x8x20x15"]["error"]
+    assert (err["type"], err["file"], err["line"]) == ("EinopsError", str(src), 14)
+    assert err["message"].endswith("Shape mismatch, 300 != 289")
+    assert err["cause"] == "square-assumption"

@@ -285,7 +285,6 @@ def locate(exc: BaseException, tracer: ShapeTracer, frames: Sequence[Frame],
     from yoloblocks_cli import hints
 
     message = str(exc).strip() or exc.__class__.__name__
-    first_line = message.splitlines()[0] if message else message
     frames = list(frames)
     inner = frames[-1] if frames else None
     inner_path = tracer.path_along_stack(frames) if frames else ROOT_LABEL
@@ -310,7 +309,7 @@ def locate(exc: BaseException, tracer: ShapeTracer, frames: Sequence[Frame],
         failure.cause, failure.hint = "oom", "CUDA out of memory: the configuration needs more memory than the device has"
         return failure
     ctx = hints.HintContext(
-        exc_type=failure.type, message=first_line if len(first_line) > 20 else message,
+        exc_type=failure.type, message=message,
         input_shape=list(inner.input_shape) if inner is not None and _is_flat(inner.input_shape) else None,
         x_shape=list(x_shape) if x_shape is not None else None,
         modules=[f.module for f in reversed(frames)],

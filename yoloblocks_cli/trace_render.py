@@ -56,7 +56,7 @@ def render(req: Any, kind: str, targets: Sequence[Target], probes: Sequence[str]
                           f" input {fmt_shape(f.inner.get('input_shape'))}")
         if f.file:
             console.print(f"  {escape(f.file)}:{f.line}")
-        console.print(f"  {escape(f.message.splitlines()[0] if f.message else '')}")
+        console.print(f"  {escape(' '.join(line.strip() for line in f.message.splitlines()))}")
         if f.hint:
             console.print(f"  [yellow]hint:[/] {escape(f.hint)}")
     n_pass = sum(p.ok for p in points)
