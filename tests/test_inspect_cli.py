@@ -230,3 +230,30 @@ def test_subprocess_error_has_no_traceback():
 
 def test_example_file_exists_for_the_docs():
     assert (ROOT / "docs" / "examples" / "my_blocks.py").is_file()
+
+
+def test_fp16_op_missing_on_cpu_is_a_usage_error(yb_in, tmp_path):
+    f = write(tmp_path, "half.py", """\
+        import torch
+        from torch import nn
+
+        class HalfHostile(nn.Module):
+            def __init__(self, c1):
+                super().__init__()
+
+            def forward(self, x):
+                if x.dtype == torch.float16:  # what a CPU kernel without a Half implementation raises
+                    raise RuntimeError('"slow_conv2d_cpu" not implemented for ' + "'Half'")
+                return x
+        """)
+    code, _, err = yb_in("inspect", f"{f}:HalfHostile", "--size", "8x4x4", "--dtype", "fp16")
+    assert code == 2
+    line = _one_line(err)
+    assert line.startswith("error: --dtype fp16 is not supported on CPU by an op of this block: HalfHostile(8) "
+                           "forward on 1x8x4x4 raised RuntimeError: \"slow_conv2d_cpu\" not implemented for 'Half'")
+    assert line.endswith("use --dtype fp32 (or bf16), or --device cuda")
+
+
+def test_threads_must_be_positive(yb_in):
+    code, _, err = yb_in("inspect", "C2f", "--size", "64x8x8", "--threads", "0")
+    assert code == 2 and _one_line(err) == "error: --threads must be at least 1, got 0"

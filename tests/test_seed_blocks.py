@@ -8,6 +8,7 @@ import torch
 
 from blocks.attention import (FocusedLinearAttention, MLLAttention, MMQARepNCSPELAN4,
                               MultiQueryAttentionLayerWithDownSampling, S2Attention)
+from blocks.attention import mobile_mqa
 from blocks.attention.focused_linear import resize_positional_table
 from blocks.attention.s2attention import SHIFT1, SHIFT2, spatial_shift
 from blocks.conventions import LayerContext
@@ -255,7 +256,10 @@ def test_fla_table_is_used_unresized_on_its_own_grid():
 
 @pytest.mark.parametrize("name,hw", [("mqa", (4, 6)), ("mqa", (1, 5)), ("mqa_strided", (7, 5)),
                                      ("mqa_strided", (8, 9)), ("mqa_strided", (1, 4))])
-def test_mqa_matches_explicit_softmax_attention(name, hw):
+@pytest.mark.parametrize("fused", [False, True])
+def test_mqa_matches_explicit_softmax_attention(name, hw, fused, monkeypatch):
+    # both CPU paths: explicit matmul + softmax (small maps) and fused attention (large maps)
+    monkeypatch.setattr(mobile_mqa, "EXPLICIT_MAX_SCORES", 0 if fused else 1 << 24)
     m = _block(name).double()
     x = torch.randn(2, C, *hw, dtype=torch.float64)
     with torch.no_grad():
@@ -290,3 +294,26 @@ def test_spatial_shift_moves_content_by_one_pixel_without_smearing():
         x = torch.randn(2, 4, 5, 12)
         torch.testing.assert_close(spatial_shift(x, pattern), ref.shift_reference(x, pattern), rtol=0, atol=0)
     assert torch.equal(t, torch.arange(5.0).view(1, 5, 1, 1).expand(1, 5, 3, 8))  # input untouched
+
+
+def test_mlla_cached_rope_tables_work_after_inference_mode():
+    m = _block("mlla")
+    x = torch.randn(1, C, 3, 7)
+    with torch.inference_mode():
+        m(x)  # fills the cache for this grid inside inference mode
+    m.train()(x).sum().backward()  # the same cached tables must be usable by autograd
+    assert m.qk.weight.grad is not None
+
+
+def test_fla_inference_cache_follows_parameter_updates():
+    m = _block("fla")
+    x = torch.randn(1, C, 6, 9)
+    with torch.no_grad():
+        before = m(x)
+        assert torch.equal(m(x), before)  # served from the cache
+        m.positional_encoding.add_(1.0)  # an optimizer step or load_state_dict
+        after = m(x)
+        torch.testing.assert_close(after, ref.fla_reference(m, x), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(after, before)
+    m.train()(x).sum().backward()  # with autograd the table is resized afresh and gets gradients
+    assert m.positional_encoding.grad.abs().sum() > 0

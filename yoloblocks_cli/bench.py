@@ -109,8 +109,11 @@ def time_forward(module: Any, x: Any, device: Any, *, train: bool = False, warmu
         module = copy.deepcopy(module)
     step = make_step(module, x, train)
     cuda = _is_cuda(device)
-    for _ in range(max(0, warmup)):
+    warm_start = time.perf_counter()
+    for i in range(max(0, warmup)):
         step()
+        if time.perf_counter() - warm_start > max_seconds:
+            break  # one slow pass already warmed up: do not spend the whole budget warming
     if cuda:
         torch.cuda.synchronize(device)
     times: list[float] = []

@@ -79,12 +79,13 @@ def _copy_eval(module: Any) -> Any:
     return m
 
 
+_REFLECTED = {"__rmatmul__": "matmul", "__rmul__": "mul", "__radd__": "add"}
+
+
 def _fn_name(func: Any) -> str:
     """A readable name for a torch function: ``Tensor.__matmul__`` -> ``matmul``."""
     name = getattr(func, "__name__", None) or str(func)
-    if name.startswith("__r") and name.endswith("__") and name not in ("__rshift__",):
-        name = name[3:-2]
-    return name.strip("_") or name
+    return _REFLECTED.get(name) or name.strip("_") or name
 
 
 def _thop_tables() -> tuple[dict, Any, dict]:
@@ -194,7 +195,7 @@ def _recorded_torch_pass(module: Any, inputs: tuple, thop_info: tuple | None) ->
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             kwargs = kwargs or {}
             out = func(*args, **kwargs)
-            formula = registry.get(func._overloadpacket)
+            formula = registry.get(getattr(func, "_overloadpacket", func))
             if formula is None:
                 return out
             flops = int(formula(*args, **kwargs, out_val=out))
@@ -203,7 +204,11 @@ def _recorded_torch_pass(module: Any, inputs: tuple, thop_info: tuple | None) ->
             for frame in frames:
                 frame[1] += flops
             if thop_info and not any(f[2] for f in frames):
-                call = fn_stack[-1] if fn_stack else (-next_id[0] - 1, func)
+                if fn_stack:
+                    call = fn_stack[-1]
+                else:  # an op reached without a torch function around it (e.g. torch.ops.aten.mm)
+                    next_id[0] += 1
+                    call = (next_id[0], func)
                 if call[1] not in functional:
                     thop_missed.setdefault(_fn_name(call[1]), set()).add(call[0])
             return out

@@ -42,14 +42,19 @@ def resize_positional_table(table: torch.Tensor, grid: tuple[int, int], hw: tupl
     return pe.flatten(2).to(dtype)
 
 
-def focus(t: torch.Tensor, p: float, dim: int = 1) -> torch.Tensor:
-    """The focusing function: raise to the power p, then restore each token's norm."""
-    norm = t.norm(dim=dim, keepdim=True)
+def focus(t: torch.Tensor, p: float, dim: int = 1, gain: float = 1.0) -> torch.Tensor:
+    """The focusing function ``||t|| * t**p / ||t**p||`` (times ``gain``) along ``dim``.
+
+    Norms are taken as square roots of sums of squares: ``linalg.vector_norm`` over the
+    channel axis of a channel-first tensor is an order of magnitude slower.
+    """
+    ss = (t * t).sum(dim, keepdim=True)
     if float(p) <= 6:
         tp = t ** p
     else:  # large powers overflow: normalise by the max first, as the paper's code does
         tp = (t / t.amax(dim=dim, keepdim=True)) ** p
-    return tp / tp.norm(dim=dim, keepdim=True) * norm
+    ssp = (tp * tp).sum(dim, keepdim=True)
+    return tp * (ss.sqrt() / ssp.sqrt() * gain)
 
 
 def focused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: torch.Tensor,
@@ -61,14 +66,14 @@ def focused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: 
     b, c, n = q.shape
     hd = c // heads
     q = focus((F.relu(q) + 1e-6) / scale, p).view(b, heads, hd, n)
-    k = focus((F.relu(k) + 1e-6) / scale, p).view(b, heads, hd, n) / n
-    v = v.reshape(b, heads, hd, n)
+    k = focus((F.relu(k) + 1e-6) / scale, p, gain=1.0 / n).view(b, heads, hd, n)
+    v = v.view(b, heads, hd, n)
     z = 1.0 / (torch.matmul(k.sum(-1, keepdim=True).transpose(-2, -1), q) + 1e-6 / n)  # (B, heads, 1, N)
     if n > hd:  # linear order: (V K^T) first, O(N d^2)
         out = torch.matmul(torch.matmul(v, k.transpose(-2, -1)), q)
     else:  # tiny maps: the N x N kernel matrix is cheaper
         out = torch.matmul(v, torch.matmul(k.transpose(-2, -1), q))
-    return (out * z).reshape(b, c, n)
+    return (out * z).view(b, c, n)
 
 
 @register_block(PRESERVE_NOMINAL, family="attention", source=_SOURCE, default_args=lambda c1: (c1,))
@@ -93,16 +98,17 @@ class FocusedLinearAttention(nn.Module):
         self.positional_encoding = nn.Parameter(torch.zeros(1, self.window_size[0] * self.window_size[1], dim))
         self.dwc = nn.Conv2d(head_dim, head_dim, kernel_size, groups=head_dim, padding=kernel_size // 2)
         self.scale = nn.Parameter(torch.zeros(1, 1, dim))
+        self._pe_cache: dict[tuple, torch.Tensor] = {}  # resized tables for inference, not state
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         n, nh = h * w, self.num_heads
         hd = c // nh
-        qkv = torch.matmul(self.qkv.weight, x.flatten(2))  # (B, 3C, N)
-        if self.qkv.bias is not None:
-            qkv = qkv + self.qkv.bias[:, None]
+        # Linear layers as 1x1 convolutions: bias fused, any memory format, channel-first out.
+        qkv = F.conv2d(x, self.qkv.weight[:, :, None, None], self.qkv.bias).flatten(2)  # (B, 3C, N)
         q, k, v = qkv.chunk(3, 1)
-        k = k + resize_positional_table(self.positional_encoding, self.window_size, (h, w), k.dtype)
+        v = v.contiguous()  # one copy, shared by the attention and the depth-wise conv
+        k = k + self._positional(h, w, k.dtype)
         scale = F.softplus(self.scale).view(c, 1)
         if q.dtype in (torch.float16, torch.bfloat16) or torch.is_autocast_enabled(x.device.type):
             # In 16 bits (1e-6)**3 underflows and a token with no positive feature gives
@@ -112,10 +118,25 @@ class FocusedLinearAttention(nn.Module):
             out = out.to(v.dtype)
         else:
             out = focused_attention(q, k, v, scale, self.focusing_factor, nh)
-        out = out + self.dwc(v.reshape(b * nh, hd, h, w)).view(b, c, n)
-        out = torch.matmul(self.proj.weight, out.reshape(b, c, n)) + self.proj.bias[:, None]
-        out = self.proj_drop(out)
-        return like_input_format(out.view(b, c, h, w), x)
+        out = out + self.dwc(v.view(b * nh, hd, h, w)).view(b, c, n)
+        out = F.conv2d(out.view(b, c, h, w), self.proj.weight[:, :, None, None], self.proj.bias)
+        return like_input_format(self.proj_drop(out), x)
+
+    def _positional(self, h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
+        """The table on this grid. Without autograd the resized table is cached until the
+        parameter changes (bicubic resizing costs ~10% of the block at 40 x 40)."""
+        table = self.positional_encoding
+        if torch.is_grad_enabled() or (h, w) == self.window_size:
+            return resize_positional_table(table, self.window_size, (h, w), dtype)
+        key = (h, w, dtype, table.device, table.data_ptr(), table._version)
+        cached = self._pe_cache.get(key)
+        if cached is None:
+            with torch.inference_mode(False):
+                cached = resize_positional_table(table.detach(), self.window_size, (h, w), dtype)
+            if len(self._pe_cache) >= 8:
+                self._pe_cache.clear()
+            self._pe_cache[key] = cached
+        return cached
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, num_heads={self.num_heads}, window_size={self.window_size}"

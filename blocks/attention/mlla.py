@@ -22,6 +22,8 @@ trained with the article's module load unchanged.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,15 +34,23 @@ from blocks.registry import register_block
 _SOURCE = "MLLA, arXiv:2405.16605 (LeapLabTHU/MLLA); seed article 000"
 
 
+@functools.lru_cache(maxsize=64)
 def rope_tables(h: int, w: int, channels: int, base: float, device: torch.device,
-                dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+                dtype: torch.dtype, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin of the 2-D RoPE angles, each (channels // 2, h * w).
 
     Channel pair p = (2p, 2p + 1) is one complex number. The first half of the pairs rotate
     by ``row * theta_p``, the second half by ``col * theta_p`` with
     ``theta_p = base ** (-p / k)`` (k pairs per axis), as in the paper's RoPE for (H, W, C).
     The angles are computed in float32: bf16 cannot even count positions past 256.
+    Both tables are multiplied by ``scale``. Cached: they depend on the grid only.
     """
+    with torch.inference_mode(False):  # cached tables must stay usable when autograd is on
+        return _rope_tables(h, w, channels, base, device, dtype, scale)
+
+
+def _rope_tables(h: int, w: int, channels: int, base: float, device: torch.device,
+                 dtype: torch.dtype, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     pairs = channels // 2
     kh, kw = pairs // 2, pairs - pairs // 2
     rows = torch.arange(h, device=device, dtype=torch.float32)
@@ -50,7 +60,7 @@ def rope_tables(h: int, w: int, channels: int, base: float, device: torch.device
     ang_h = (th[:, None, None] * rows[None, :, None]).expand(kh, h, w)
     ang_w = (tw[:, None, None] * cols[None, None, :]).expand(kw, h, w)
     angles = torch.cat((ang_h, ang_w), 0).reshape(pairs, h * w)
-    return angles.cos().to(dtype), angles.sin().to(dtype)
+    return (angles.cos() * scale).to(dtype), (angles.sin() * scale).to(dtype)
 
 
 def apply_rope(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -96,21 +106,23 @@ class MLLAttention(nn.Module):
         b, c, h, w = x.shape
         n = h * w
         nh, hd = self.num_heads, c // self.num_heads
-        v = x.flatten(2)  # (B, C, N): a view for NCHW and for channels_last
-        qk = torch.matmul(self.qk.weight, v)  # (B, 2C, N)
-        if self.qk.bias is not None:
-            qk = qk + self.qk.bias[:, None]
-        q, k = (self.elu(qk) + 1.0).chunk(2, 1)
+        # The (C -> 2C) projection as a 1x1 convolution: bias fused, any memory format,
+        # and the result is already channel-first (B, 2C, N).
+        qk = F.conv2d(x, self.qk.weight[:, :, None, None], self.qk.bias).flatten(2)
+        q, k = (F.elu(qk) + 1.0).chunk(2, 1)
         cos, sin = rope_tables(h, w, c, self.rope.base, x.device, x.dtype)
+        cos_k, sin_k = rope_tables(h, w, c, self.rope.base, x.device, x.dtype, 1.0 / n)
         q_rope = apply_rope(q, cos, sin)
-        k_rope = apply_rope(k, cos / n, sin / n)  # the 1/N of both N^-0.5 factors folded in
+        k_rope = apply_rope(k, cos_k, sin_k)  # the 1/N of both N^-0.5 factors folded in
 
+        v = x.flatten(2).view(b, nh, hd, n)  # (B, C, N): a view for NCHW and for channels_last
         q, k_mean = q.view(b, nh, hd, n), k.view(b, nh, hd, n).mean(-1, keepdim=True)
         z = 1.0 / (torch.matmul(k_mean.transpose(-2, -1), q) + 1e-6)  # (B, nh, 1, N)
-        kv = torch.matmul(k_rope.view(b, nh, hd, n), v.view(b, nh, hd, n).transpose(-2, -1))
-        out = torch.matmul(kv.transpose(-2, -1), q_rope.view(b, nh, hd, n)) * z  # (B, nh, hd, N)
-        out = out.reshape(b, c, h, w)
-        return like_input_format(out + self.lepe(x), x)
+        kv = torch.matmul(k_rope.view(b, nh, hd, n), v.transpose(-2, -1))  # (B, nh, hd_k, hd_v)
+        out = torch.matmul(kv.transpose(-2, -1), q_rope.view(b, nh, hd, n))  # (B, nh, hd_v, N)
+        out = torch.addcmul(self.lepe(x), out.reshape(b, c, h, w), z.reshape(b, nh, 1, n).expand(
+            b, nh, hd, n).reshape(b, c, h, w))
+        return like_input_format(out, x)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, num_heads={self.num_heads}"

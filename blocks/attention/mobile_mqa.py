@@ -37,6 +37,10 @@ from blocks.conv import Conv
 from blocks.gelan import RepNCSP
 from blocks.registry import register_block
 
+# Above this many attention scores (B * heads * L * P) the CPU path switches from explicit
+# matmul + softmax to fused attention, which never materialises the score matrix.
+EXPLICIT_MAX_SCORES = 1 << 24
+
 _SOURCE = "MobileNetV4 Mobile MQA, arXiv:2404.10518 (tensorflow/models nn_blocks.py); seed article 002"
 
 
@@ -80,6 +84,24 @@ class MultiQueryAttentionLayerWithDownSampling(nn.Module):
         self._output_proj = conv_norm(num_heads * value_dim, in_channels)
         self.dropout = nn.Dropout(p=dropout)
 
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """softmax(q^T k * scale) v^T per head; q (B, heads, dk, L), k (B, dk, P), v (B, dv, P)
+        -> (B, heads, dv, L), already in the channel-first order of the output projection."""
+        b, heads, dk, n_q = q.shape
+        p = k.shape[-1]
+        drop = self.dropout.p if self.training else 0.0
+        if q.device.type == "cpu" and b * heads * n_q * p <= EXPLICIT_MAX_SCORES:
+            # Small maps on CPU: two matmuls and a softmax beat the fused kernel.
+            attn = torch.matmul(q.transpose(-2, -1), (k * self.scale).unsqueeze(1)).softmax(-1)
+            attn = F.dropout(attn, drop, self.training)  # (B, heads, L, P)
+            return torch.matmul(v.unsqueeze(1), attn.transpose(-2, -1))
+        # Fused attention (flash / memory-efficient): the score matrix is never stored. K and
+        # V are shared, so the heads are stacked with the query positions: (B, 1, heads*L, dk).
+        q = q.transpose(-2, -1).reshape(b, 1, heads * n_q, dk)
+        o = F.scaled_dot_product_attention(q, k.transpose(-2, -1).unsqueeze(1), v.transpose(-2, -1).unsqueeze(1),
+                                           dropout_p=drop, scale=self.scale)  # (B, 1, heads*L, dv)
+        return o.view(b, heads, n_q, self.value_dim).transpose(-2, -1)
+
     @property
     def downsamples_query(self) -> bool:
         return self.query_h_strides > 1 or self.query_w_strides > 1
@@ -98,14 +120,7 @@ class MultiQueryAttentionLayerWithDownSampling(nn.Module):
         v = self._value_proj(kv_in_v).flatten(2)  # (B, dv, P)
 
         q = q.flatten(2).unflatten(1, (self.num_heads, self.key_dim))  # (B, heads, dk, L)
-        # One (B, heads*L, P) score matrix: K and V are shared, so heads stack with positions.
-        q = q.transpose(-2, -1).reshape(b, 1, self.num_heads * hq * wq, self.key_dim)
-        o = F.scaled_dot_product_attention(
-            q, k.transpose(-2, -1).unsqueeze(1), v.transpose(-2, -1).unsqueeze(1),
-            dropout_p=self.dropout.p if self.training else 0.0, scale=self.scale,
-        )  # (B, 1, heads*L, dv)
-        o = o.view(b, self.num_heads, hq * wq, self.value_dim).transpose(-2, -1)
-        o = o.reshape(b, self.num_heads * self.value_dim, hq, wq)
+        o = self._attend(q, k, v).reshape(b, self.num_heads * self.value_dim, hq, wq)
         if self.downsamples_query and (hq, wq) != (h, w):
             o = F.interpolate(o, size=(h, w), mode="bilinear", align_corners=False)
         return like_input_format(self._output_proj(o), x)

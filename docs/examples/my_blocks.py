@@ -28,3 +28,23 @@ class MyAttention(nn.Module):
         attn = attn.softmax(dim=-1)
         out = torch.matmul(v, attn.transpose(-2, -1))  # (b, heads, c/heads, hw)
         return x + self.proj(out.reshape(b, c, h, w))
+
+
+class KernelMix(nn.Module):
+    """Dynamic convolution: a per-image mix of ``k`` 3x3 kernels applied with ``F.conv2d``.
+
+    The convolution runs functionally (no ``nn.Conv2d`` module), as in CondConv/ODConv-style
+    blocks, so a counter that only hooks modules cannot see it.
+    """
+
+    def __init__(self, c1: int, c2: int, k: int = 4):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(k, c2, c1, 3, 3) * (c1 * 9) ** -0.5)
+        self.route = nn.Linear(c1, k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        mix = self.route(x.mean((2, 3))).softmax(-1)  # (b, k)
+        kernels = torch.einsum("bk,koihw->boihw", mix, self.weight).flatten(0, 1)  # (b*c2, c1, 3, 3)
+        out = torch.nn.functional.conv2d(x.reshape(1, b * c, h, w), kernels, padding=1, groups=b)
+        return out.reshape(b, -1, h, w)
