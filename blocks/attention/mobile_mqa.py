@@ -34,6 +34,7 @@ from torch import nn
 
 from blocks.attention.common import like_input_format
 from blocks.conv import Conv
+from blocks.flop_formulas import register_module_macs
 from blocks.gelan import RepNCSP
 from blocks.registry import register_block
 
@@ -124,6 +125,20 @@ class MultiQueryAttentionLayerWithDownSampling(nn.Module):
         if self.downsamples_query and (hq, wq) != (h, w):
             o = F.interpolate(o, size=(h, w), mode="bilinear", align_corners=False)
         return like_input_format(self._output_proj(o), x)
+
+
+@register_module_macs(MultiQueryAttentionLayerWithDownSampling)
+def _mqa_macs(m: MultiQueryAttentionLayerWithDownSampling, inputs: tuple, output: torch.Tensor) -> int:
+    """The attention products, whichever path computes them (fused attention is invisible to
+    thop). The projections and down-sampling convs are child modules with their own rules."""
+    b, _, h, w = inputs[0].shape
+    n_q = -(-h // m.query_h_strides) * -(-w // m.query_w_strides) if m.downsamples_query else h * w
+    if m.kv_strides > 1:
+        pad, k, s = (m.dw_kernel_size - 1) // 2, m.dw_kernel_size, m.kv_strides
+        p = ((h + 2 * pad - k) // s + 1) * ((w + 2 * pad - k) // s + 1)
+    else:
+        p = h * w
+    return b * m.num_heads * n_q * p * (m.key_dim + m.value_dim)
 
 
 @register_block("c1_c2", family="attention", source=_SOURCE + " in YOLOv9 RepNCSPELAN4, arXiv:2402.13616",
