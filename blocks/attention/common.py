@@ -35,9 +35,10 @@ def like_input_format(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
+@register_op_formula("aten::scaled_dot_product_attention")  # what fvcore's JIT trace shows
 @register_op_formula("aten::_scaled_dot_product_flash_attention_for_cpu")
 def _sdpa_cpu_flops(q_shape, k_shape, v_shape, *_, **__) -> int:
-    """Fused attention on CPU: torch's FLOP counter has formulas for the CUDA kernels only.
+    """Fused attention: torch's FLOP counter has formulas for the CUDA kernels only, fvcore none.
     (B, H, L, E) x (B, H, S, E) scores, then (B, H, L, S) x (B, H, S, Ev): 2 MACs-worth each."""
     b, h, n_q, e = q_shape
     s, ev = k_shape[-2], v_shape[-1]
