@@ -142,3 +142,14 @@ def test_shipped_block_passes_every_probe(info):
     # A cell may only be skipped for a reason that is not a bug (batch 1, a map smaller than a pool).
     allowed = ("batch 1", "not run: input too small", "input too small for this block")
     assert all(r.detail.startswith(allowed) for p in points for r in p.results.values() if r.status == "skip")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_sweep_on_cuda_in_half_precision():
+    from blocks.csp import C2f
+
+    dev = torch.device("cuda")
+    points = sweep([target(C2f(16, 16, 1, True))], block_sweep(Shape(1, 16, 12, 12)), probe_names(),
+                   device=dev, dtype=torch.float16)
+    assert all(p.ok for p in points), [p.error for p in points if not p.ok]

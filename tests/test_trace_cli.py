@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from conftest import FIXTURES, run_yb
@@ -193,7 +194,9 @@ def test_text_output_names_layer_line_and_hint():
     (("C2f", "--batch", "0"), "batch sizes must be positive"),
     (("NoSuchBlock",), "unknown block 'NoSuchBlock'"),
     (("C2f", "--scales", "n"), "--scales applies to model YAMLs only"),
-])
+    (("C2f", "--dtype", "fp8"), "unknown dtype 'fp8'"),
+    (("C2f", "--timeout", "0"), "--timeout must be a positive number of seconds"),
+] + ([] if torch.cuda.is_available() else [(("C2f", "--device", "cuda"), "CUDA")]))
 def test_bad_input_exits_2_with_one_line(args, message, capsys):
     from yoloblocks_cli.app import main
 

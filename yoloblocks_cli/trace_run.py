@@ -95,13 +95,13 @@ def resolve_device_dtype(device: str, dtype: str) -> tuple[Any, Any]:
     dtypes = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "half": torch.float16,
               "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp64": torch.float64}
     if dtype.lower() not in dtypes:
-        raise UsageError(f"unknown dtype '{dtype}': choose fp32, fp16 or bf16")
+        raise UsageError(f"unknown dtype '{dtype}': expected fp32, fp16 or bf16")
     try:
         dev = torch.device(device)
     except RuntimeError:
         raise UsageError(f"malformed device '{device}': use cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device '{device}' requested but CUDA is not available")
+        raise UsageError(f"CUDA requested ('{device}') but torch.cuda.is_available() is False; use --device cpu")
     return dev, dtypes[dtype.lower()]
 
 
