@@ -82,8 +82,12 @@ def test_failure_in_shared_module_is_named_by_the_running_instance():
 
     explode.calls = 0
     tr = ShapeTracer(m).attach()
-    act.register_forward_pre_hook(explode)  # after the tracer's own pre-hook
-    r = traced_call(tr, lambda: m(torch.rand(1, 8, 4, 4)))
+    handle = act.register_forward_pre_hook(explode)  # after the tracer's own pre-hook
+    try:
+        r = traced_call(tr, lambda: m(torch.rand(1, 8, 4, 4)))
+    finally:
+        handle.remove()  # Conv.default_act is shared by every Conv of the process
+        tr.detach()
     assert r.failure is not None
     f = r.failure
     assert (f.type, f.message, f.layer, f.module, f.layer_input_shape) == (

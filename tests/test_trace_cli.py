@@ -45,6 +45,10 @@ def failing(report: dict) -> set[str]:
 @pytest.fixture(autouse=True)
 def _cwd(monkeypatch):
     monkeypatch.chdir(Path(__file__).resolve().parents[1])  # file paths are shown relative to it
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny inputs: thread synchronisation would dominate on a shared machine
+    yield
+    torch.set_num_threads(before)
 
 
 def test_square_assumption_block():
@@ -288,3 +292,11 @@ def test_model_default_sweep_yolov8n_square_block():
                                                                "2x3x640x640"}
     assert failing(rep) == {"1x3x640x480", "1x3x480x640", "1x3x672x448", "1x3x448x672", "2x3x640x480"}
     assert {p["error"]["layer"] for p in rep["points"] if not p["ok"]} == {10}
+
+
+def test_no_hooks_left_behind_on_shared_modules():
+    from blocks.conv import Conv
+
+    code, _ = yb_json("trace", "C2f", "--sizes", "8x4x4", "--probes", "sweep")
+    assert code == 0
+    assert not Conv.default_act._forward_pre_hooks and not Conv.default_act._forward_hooks

@@ -37,6 +37,7 @@ class TraceRequest:
     plugins: list[Path] = field(default_factory=list)
     device: str = "cpu"
     dtype: str = "fp32"
+    threads: int | None = None
     timeout: float | None = None
     json_out: bool = False
     output: Path | None = None
@@ -252,6 +253,12 @@ def run_trace(req: TraceRequest) -> int:
         raise UsageError("--timeout must be a positive number of seconds")
     kind = "model" if is_model_target(req.target) else "block"
     device, dtype = resolve_device_dtype(req.device, req.dtype)
+    if req.threads is not None:
+        if req.threads <= 0:
+            raise UsageError("--threads must be a positive integer")
+        import torch
+
+        torch.set_num_threads(req.threads)
     if kind == "block":
         if req.scales:
             raise UsageError("--scales applies to model YAMLs only")
@@ -274,6 +281,9 @@ def run_trace(req: TraceRequest) -> int:
     else:
         points = sweep(targets, shapes, probes, device=device, dtype=dtype, timeout=req.timeout,
                        record_layers=req.layers)
+    for t in targets:  # hooks on shared modules (ultralytics' one SiLU) must not outlive the run
+        if t.tracer is not None:
+            t.tracer.detach()
     report = build_report(req, kind, targets, probes, points, env_dict(device, dtype))
     if req.junit is not None:
         write_junit_report(req.junit, req.target, probes, points)
