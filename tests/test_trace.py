@@ -120,8 +120,8 @@ def test_run_with_timeout_gives_up_waiting_and_propagates_errors():
 
 
 def test_tracer_stack_is_per_thread():
-    m = Conv(2, 2)
-    tr = ShapeTracer(m).attach()
+    m = nn.Conv2d(2, 2, 1)
+    tr = ShapeTracer(m)
     tr.stack.append("sentinel")
     seen = []
     t = threading.Thread(target=lambda: seen.append(list(tr.stack)))
