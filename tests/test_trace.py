@@ -226,3 +226,52 @@ def test_junit_xml(tmp_path):
     assert cases[1].find("failure").attrib == {"message": "bad", "type": "RuntimeError"}
     assert cases[1].find("failure").text == "details"
     assert cases[2].find("skipped").get("message") == "n/a"
+
+
+class _TinyGraph(nn.Module):
+    """An ultralytics-like model: ``self.model`` is a ModuleList of layers tagged with ``.i``."""
+
+    def __init__(self, layers):
+        super().__init__()
+        self.model = nn.ModuleList(layers)
+        for i, m in enumerate(self.model):
+            m.i = i
+
+    def forward(self, x):
+        for m in self.model:
+            x = m(x)
+        return x
+
+
+def test_model_failure_names_the_yaml_index_and_the_inner_module():
+    import importlib.util
+
+    from conftest import FIXTURES
+    from yoloblocks_cli.probes import Target, run_point
+    from yoloblocks_cli.spec import Shape
+    from yoloblocks_cli.trace_run import model_layer_modules
+
+    spec = importlib.util.spec_from_file_location("bb_model_test", FIXTURES / "broken_blocks.py")
+    bb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bb)
+    model = _TinyGraph([nn.Conv2d(3, 8, 3, 2, 1), nn.Conv2d(8, 16, 3, 2, 1), bb.HardCodedWidth(16)])
+
+    class Built:
+        pass
+
+    built = Built()
+    built.model = model
+    layers = model_layer_modules(built)
+    assert [i for i, _ in layers] == [0, 1, 2]
+    tr = ShapeTracer(model, layer_modules=layers, only_layers=True).attach()
+    try:
+        p = run_point(Target(model, tr, "tiny", None, "model"), Shape(1, 3, 32, 24), ["sweep"], record_layers=True)
+    finally:
+        tr.detach()
+    f = p.error
+    assert (f.layer, f.module, f.layer_input_shape) == (2, "HardCodedWidth", [1, 16, 8, 6])
+    assert f.inner == {"path": "model.2.inner.0", "module": "Conv2d", "input_shape": [1, 16, 8, 6]}
+    assert f.cause == "hard-coded-width"
+    # only YAML layers are logged for a model
+    assert [(r.label, r.module, r.output_shape) for r in p.layers] == [
+        ("0", "Conv2d", [1, 8, 16, 12]), ("1", "Conv2d", [1, 16, 8, 6])]
