@@ -272,6 +272,7 @@ def test_model_failure_names_the_yaml_index_and_the_inner_module():
     assert (f.layer, f.module, f.layer_input_shape) == (2, "HardCodedWidth", [1, 16, 8, 6])
     assert f.inner == {"path": "model.2.inner.0", "module": "Conv2d", "input_shape": [1, 16, 8, 6]}
     assert f.cause == "hard-coded-width"
-    # only YAML layers are logged for a model
-    assert [(r.label, r.module, r.output_shape) for r in p.layers] == [
-        ("0", "Conv2d", [1, 8, 16, 12]), ("1", "Conv2d", [1, 16, 8, 6])]
+    # only YAML layers are logged for a model, the one that raised last
+    assert [(r.label, r.module, r.output_shape, r.failed) for r in p.layers] == [
+        ("0", "Conv2d", [1, 8, 16, 12], False), ("1", "Conv2d", [1, 16, 8, 6], False),
+        ("2", "HardCodedWidth", None, True)]

@@ -188,6 +188,9 @@ def test_text_output_names_layer_line_and_hint():
     assert f"{REL}:{marker_line('square')}" in out
     assert "hint: assumes a square input: reshapes 12 (4x3) tokens to 3x3" in out
     assert "layers at 1x8x4x4" in out  # the first configuration's per-layer trace
+    assert "layers at 1x8x4x3" in out  # and the failing one's, ending at the call that raised
+    assert out.split("layers at 1x8x4x3")[1].split("FAIL sweep")[0].splitlines()[3].split() == [
+        "<root>", "│", "SquareAttention", "│", "1x8x4x3", "│", "FAILED"]
     assert "2 configurations x 1 probes: 1 passed, 1 failed" in out
     assert "Traceback" not in out + proc.stderr
 

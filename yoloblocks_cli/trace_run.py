@@ -329,7 +329,7 @@ def point_json(p: Point, layers: bool) -> dict[str, Any]:
     d["probes"] = {name: r.to_json() for name, r in p.results.items()}
     if layers:
         d["layers"] = [{"layer": _int_or(r.label), "module": r.module, "input_shape": r.input_shape,
-                        "output_shape": r.output_shape, "depth": r.depth} for r in p.layers]
+                        "output_shape": r.output_shape, "depth": r.depth, "failed": r.failed} for r in p.layers]
     return d
 
 
