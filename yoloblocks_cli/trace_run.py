@@ -135,14 +135,28 @@ def block_targets(req: TraceRequest, c1: int) -> list[Target]:
 
 
 def model_layer_modules(built: Any) -> list[tuple[Any, Any]]:
-    """(YAML index, module) of each layer of a built model."""
+    """(YAML index, module) of each layer of a built model.
+
+    Reads, in order: ``built.layer_modules``; a ``module`` on each ``built.layers`` entry;
+    an ultralytics-style ``built.model.model`` list (index from each layer's ``.i``); the
+    top-level children when there is one per YAML layer.
+    """
+    import torch.nn as nn
+
+    explicit = getattr(built, "layer_modules", None)
+    if explicit:
+        return [(i, m) for i, m in explicit]
+    infos = list(getattr(built, "layers", None) or [])
+    mods = [getattr(info, "module", None) for info in infos]
+    if infos and all(isinstance(m, nn.Module) for m in mods):
+        return [(getattr(info, "index", pos), m) for pos, (info, m) in enumerate(zip(infos, mods))]
     seq = getattr(built.model, "model", None)
-    if seq is None:
-        return []
-    out = []
-    for pos, mod in enumerate(seq):
-        out.append((getattr(mod, "i", pos), mod))
-    return out
+    if isinstance(seq, (nn.ModuleList, nn.Sequential)):
+        return [(getattr(m, "i", pos), m) for pos, m in enumerate(seq)]
+    children = list(built.model.children())
+    if infos and len(children) == len(infos):
+        return [(getattr(info, "index", pos), m) for pos, (info, m) in enumerate(zip(infos, children))]
+    return []
 
 
 def model_targets(req: TraceRequest) -> tuple[list[Target], int]:
@@ -154,7 +168,7 @@ def model_targets(req: TraceRequest) -> tuple[list[Target], int]:
     targets, stride = [], 32
     for scale in scales:
         try:
-            built = build_model(req.target, scale=scale, plugins=tuple(req.plugins))
+            built = build_model(req.target, scale=scale, plugins=tuple(str(p) for p in req.plugins))
         except UsageError:
             raise
         except Exception as exc:  # noqa: BLE001 - one scale that cannot be built is a failed scale
