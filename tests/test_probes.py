@@ -175,3 +175,12 @@ def test_sweep_on_cuda_in_half_precision():
     points = sweep([target(C2f(16, 16, 1, True))], block_sweep(Shape(1, 16, 12, 12)), probe_names(),
                    device=dev, dtype=torch.float16)
     assert all(p.ok for p in points), [p.error for p in points if not p.ok]
+
+
+def test_largest_stride_of_any_form():
+    from yoloblocks_cli.trace_run import largest_stride
+
+    assert largest_stride(torch.tensor([8.0, 16.0, 32.0])) == 32
+    assert largest_stride([8, 16, 32, 64]) == 64
+    assert largest_stride(32) == 32
+    assert largest_stride(None) == 0

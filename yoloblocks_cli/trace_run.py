@@ -177,11 +177,21 @@ def model_targets(req: TraceRequest) -> tuple[list[Target], int]:
             continue
         layer_mods = model_layer_modules(built)
         tracer = ShapeTracer(built.model, layer_modules=layer_mods, only_layers=True).attach()
-        s = built.stride
-        stride = max(stride, int(max(s.tolist() if hasattr(s, "tolist") else s))) if s is not None else stride
+        stride = max(stride, largest_stride(getattr(built, "stride", None)))
         name = Path(req.target).name + (f" (scale {scale})" if scale else "")
         targets.append(Target(built.model, tracer, name, getattr(built, "scale", None) or scale, "model"))
     return targets, stride
+
+
+def largest_stride(value: Any) -> int:
+    """A model's stride as int, list or tensor -> its largest value (0 when unknown)."""
+    if value is None:
+        return 0
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return int(max(value)) if value else 0
+    return int(value)
 
 
 def build_failure(exc: BaseException) -> Any:
