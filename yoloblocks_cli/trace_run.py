@@ -165,7 +165,7 @@ def model_targets(req: TraceRequest) -> tuple[list[Target], int]:
     except ImportError:
         raise UsageError("model YAMLs need yoloblocks_cli.yaml_model, which this installation lacks") from None
     scales = [s.strip() for s in req.scales.split(",") if s.strip()] if req.scales else [None]
-    targets, stride = [], 32
+    targets, stride = [], 0
     for scale in scales:
         try:
             built = build_model(req.target, scale=scale, plugins=tuple(str(p) for p in req.plugins))
@@ -180,7 +180,7 @@ def model_targets(req: TraceRequest) -> tuple[list[Target], int]:
         stride = max(stride, largest_stride(getattr(built, "stride", None)))
         name = Path(req.target).name + (f" (scale {scale})" if scale else "")
         targets.append(Target(built.model, tracer, name, getattr(built, "scale", None) or scale, "model"))
-    return targets, stride
+    return targets, stride or 32  # 32: the P5 stride of every YOLO detector
 
 
 def largest_stride(value: Any) -> int:
