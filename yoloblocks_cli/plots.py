@@ -97,7 +97,10 @@ def _atomic_savefig(fig: Any, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=folder)
     os.close(fd)
     try:
-        fig.savefig(tmp, format=path.suffix.lower().lstrip("."), dpi=110, metadata=_stable_metadata(path))
+        fig.savefig(tmp, format=path.suffix.lower().lstrip("."), dpi=100, metadata=_stable_metadata(path))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a figure is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
