@@ -10,3 +10,4 @@ from blocks.registry import all_blocks, get_block, register_block  # noqa: F401
 from blocks import conv  # noqa: F401,E402
 from blocks import csp  # noqa: F401,E402
 from blocks import torch_nn  # noqa: F401,E402
+from blocks import mamba  # noqa: F401,E402
