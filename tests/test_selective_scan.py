@@ -16,6 +16,15 @@ from blocks.mamba.recurrence import chunk_length, linear_recurrence
 from blocks.mamba.scan import resolve_backend, selective_scan, set_scan_backend
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread avoids OpenMP barrier stalls on a loaded 2-core machine."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def reference_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
     """Per-step float64 loop: the definition of the selective scan."""
     u, delta, A, B, C = (t.double() for t in (u, delta, A, B, C))
