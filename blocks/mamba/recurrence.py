@@ -2,12 +2,12 @@
 
 Why not a per-step loop: a loop of length L issues L tiny kernels, so Python and dispatch
 overhead dominate (tens of microseconds per step). Here the sequence of length
-``L = nc * T`` is stored *chunk-major*: position ``l = c*T + t`` lives at ``[..., t, c]``
-(see :func:`to_chunks`), so one row ``[..., t, :]`` holds step t of every chunk,
-contiguously. Then
+``L = nc * T`` is stored *step-major*: position ``l = c*T + t`` lives at ``[t, ..., c]``
+(see :func:`to_chunks`), so the block ``[t]`` holds step t of every chunk and every
+channel, contiguously. Then
 
 1. the recurrence runs inside every chunk at once: T steps, each one in-place
-   ``addcmul`` over a contiguous row (all chunks start from a zero state);
+   ``addcmul`` over a contiguous block (all chunks start from a zero state);
 2. the states at the chunk ends are carried across chunks (nc small steps), the
    coefficient of a chunk being the product of its ``a``;
 3. every position adds its chunk's incoming state times the running product of ``a``.
@@ -32,7 +32,7 @@ def chunk_length(length: int) -> int:
 
 
 def to_chunks(x: torch.Tensor, t_len: int, pad_value: float = 0.0) -> torch.Tensor:
-    """(..., L) -> contiguous chunk-major (..., T, nc), padding L up to nc*T at the end.
+    """(..., L) -> contiguous step-major (T, ..., nc), padding L up to nc*T at the end.
 
     May return a view of ``x`` (e.g. when T == 1); copy before writing into it.
     """
@@ -41,34 +41,34 @@ def to_chunks(x: torch.Tensor, t_len: int, pad_value: float = 0.0) -> torch.Tens
     pad = n_chunks * t_len - length
     if pad:
         x = F.pad(x, (0, pad), value=pad_value)
-    return x.reshape(*x.shape[:-1], n_chunks, t_len).transpose(-1, -2).contiguous()
+    return x.reshape(*x.shape[:-1], n_chunks, t_len).movedim(-1, 0).contiguous()
 
 
 def from_chunks(x: torch.Tensor, length: int) -> torch.Tensor:
-    """Inverse of :func:`to_chunks`: (..., T, nc) -> (..., L)."""
-    return x.transpose(-1, -2).reshape(*x.shape[:-2], -1)[..., :length]
+    """Inverse of :func:`to_chunks`: (T, ..., nc) -> (..., L)."""
+    return x.movedim(0, -1).reshape(*x.shape[1:-1], -1)[..., :length]
 
 
 def scan_chunks(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
-    """All states of the recurrence, for ``a`` and ``b`` in chunk-major layout (..., T, nc).
+    """All states of the recurrence, for ``a`` and ``b`` in step-major layout (T, ..., nc).
 
     ``b`` is overwritten with the result (and returned); ``a`` is overwritten with the
     running products of ``a`` inside each chunk. ``h0`` (shape ``(...)``) is the state
     before position 0.
     """
-    t_len, n_chunks = b.shape[-2], b.shape[-1]
+    t_len, n_chunks = b.shape[0], b.shape[-1]
     h = b
     for t in range(1, t_len):  # step 1: every chunk at once, from a zero state
-        h[..., t, :].addcmul_(a[..., t, :], h[..., t - 1, :])
-    a.cumprod_(dim=-2)  # running products of the decays inside each chunk
-    decay_end = a[..., -1, :].movedim(-1, 0).contiguous()  # (nc, ...)
-    local_end = h[..., -1, :].movedim(-1, 0).contiguous()
+        h[t].addcmul_(a[t], h[t - 1])
+        a[t].mul_(a[t - 1])  # running product of the decays inside each chunk
+    decay_end = a[-1].movedim(-1, 0).contiguous()  # (nc, ...)
+    local_end = h[-1].movedim(-1, 0).contiguous()
     incoming = torch.empty_like(local_end)
     state = h0 if h0 is not None else torch.zeros_like(local_end[0])
     for c in range(n_chunks):  # step 2: carry across chunks
         incoming[c] = state
         state = torch.addcmul(local_end[c], decay_end[c], state)
-    h.addcmul_(a, incoming.movedim(0, -1).unsqueeze(-2))  # step 3
+    h.addcmul_(a, incoming.movedim(0, -1))  # step 3 (broadcast over T)
     return h
 
 
