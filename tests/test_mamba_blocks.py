@@ -295,3 +295,21 @@ def test_mamba_yolo_t_runs_at_640(hw):
     with torch.no_grad():
         p3, p4, p5 = run_graph("T", torch.randn(1, 3, *hw))
     assert p5.shape == (1, 256, hw[0] // 32, hw[1] // 32) and torch.isfinite(p3).all()
+
+
+def test_fvcore_traces_the_scan_as_one_op_under_its_jit_name():
+    """fvcore sees ``yoloblocks::selective_scan`` in the jit graph; a handle built from
+    OP_FORMULAS (FLOPs / 2 = fvcore MACs) counts it, as yoloblocks_cli.flops does."""
+    from fvcore.nn import FlopCountAnalysis
+    from fvcore.nn.jit_handles import get_shape
+
+    from blocks.flop_formulas import OP_FORMULAS
+
+    def handle(inputs, outputs):
+        shapes = [get_shape(v) if v.type().kind() == "TensorType" else None for v in inputs]
+        return OP_FORMULAS["yoloblocks::selective_scan"](*shapes) // 2
+
+    m = SS2D(16).eval()
+    fa = FlopCountAnalysis(m, torch.randn(1, 16, 4, 6)).set_op_handle("yoloblocks::selective_scan", handle)
+    fa.unsupported_ops_warnings(False)
+    assert fa.by_operator()["selective_scan"] == (9 * 128 * 24 * 16 + 128 * 24) // 2
