@@ -69,7 +69,7 @@ def _segment_inputs(p, s0: int, s1: int):
 
 def _decay(dt_c: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
     """exp(dt * A) as (T, b, G, Dg, N, nc); dt >= 0 and A <= 0, so every value is in [0, 1]."""
-    return torch.exp(dt_c.unsqueeze(-2) * A)
+    return (dt_c.unsqueeze(-2) * A).exp_()
 
 
 def scan_forward(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
