@@ -313,3 +313,19 @@ def test_fvcore_traces_the_scan_as_one_op_under_its_jit_name():
     fa = FlopCountAnalysis(m, torch.randn(1, 16, 4, 6)).set_op_handle("yoloblocks::selective_scan", handle)
     fa.unsupported_ops_warnings(False)
     assert fa.by_operator()["selective_scan"] == (9 * 128 * 24 * 16 + 128 * 24) // 2
+
+
+def test_thop_with_the_module_rule_adds_exactly_the_scan():
+    """thop counts SS2D's convs, norms and einsums itself; the rule (wrapped the way
+    yoloblocks_cli.flops wraps MODULE_MACS) replaces the einsums and adds the scan."""
+    import thop
+
+    def wrap(fn):
+        def rule(m, x, y):
+            m.total_ops += int(fn(m, x, y))
+        return rule
+
+    x = torch.randn(1, 16, 4, 6)
+    plain, _ = thop.profile(SS2D(16).eval(), (x,), verbose=False)
+    ruled, _ = thop.profile(SS2D(16).eval(), (x,), custom_ops={SS2D: wrap(MODULE_MACS[SS2D])}, verbose=False)
+    assert ruled - plain == (9 * 128 * 24 * 16 + 128 * 24) // 2

@@ -226,3 +226,10 @@ def test_kernel_path_calls_extension_and_matches(monkeypatch, name):
     selective_scan(**ref_leaves, delta_softplus=True).sum().backward()
     for k in leaves:
         assert torch.allclose(leaves[k].grad, ref_leaves[k].grad, atol=1e-5), k
+
+
+@pytest.mark.parametrize("length", [1, 2, 7, 8, 9, 15, 16, 17, 200])
+def test_chunk_boundaries_with_a_fixed_chunk(monkeypatch, length):
+    """T = 8 pinned: lengths at chunk-1, chunk, chunk+1 (and 2 chunks +-1) are exact."""
+    monkeypatch.setattr(scan_torch, "chunk_length", lambda n: 8)
+    assert_close_to_reference(make_inputs(length, scale=5.0), delta_softplus=True)
