@@ -296,3 +296,132 @@ def test_atomic_write_failure_while_writing_leaves_nothing_partial(tmp_path, mon
     with pytest.raises(OSError, match="io error"):
         write_atomic(p, "NEW")
     assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- the command, in process
+
+SQUARE = (ROOT / "tests" / "fixtures" / "check_square_only.py").as_posix()
+
+
+def yb_in(tmp_path: Path, capsys, *args: str) -> tuple[int, str, str]:
+    """Run `yb ARGS` in this process from ``tmp_path`` (torch is already imported: fast)."""
+    from yoloblocks_cli.app import main
+
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        with pytest.raises(SystemExit) as info:
+            main(list(args))
+    finally:
+        os.chdir(cwd)
+    out, err = capsys.readouterr()
+    return info.value.code, out, err
+
+
+PASSING = f"""
+    reference = "c2f"
+
+    [blocks.c2f]
+    block = "C2f"
+    size = "16x8x8"
+    sweep = ["16x8x8", "16x8x6"]
+    max_params = 2_000
+    max_latency_ratio = 1
+
+    [blocks.square]
+    block = "{SQUARE}:SquareOnly"
+    size = "8x4x4"
+    max_params = 72
+
+    [baseline]
+    file = "base.json"
+    params = 0
+    gflops = "2%"
+"""
+
+
+def test_check_passes_writes_baseline_junit_and_json(tmp_path, capsys):
+    _write(tmp_path, PASSING)
+    code, out, err = yb_in(tmp_path, capsys, "check", "--update-baseline", "--junit", "junit.xml")
+    assert code == 0, out + err
+    assert "\x1b[" not in out  # not a terminal: plain text
+    assert "params 1,888 <= 2,000" in out and "latency 1.00x c2f <= 1x" in out
+    assert "baseline written: " in out and out.rstrip().endswith("5 passed, 0 failed")
+    base = json.loads((tmp_path / "base.json").read_text())
+    assert base["schema"] == "yoloblocks.report/1" and base["command"] == "check"
+    assert [(t["name"], t["params"]["total"]) for t in base["targets"]] == [("c2f", 1888), ("square", 72)]
+    assert base["targets"][0]["latency_ratio"] == 1.0
+    junit = (tmp_path / "junit.xml").read_text()
+    assert '<testsuite name="yb check" tests="5" failures="0"' in junit
+    assert '<testcase classname="c2f" name="sweep 1x16x8x6">' in junit
+
+    code, out, _ = yb_in(tmp_path, capsys, "check", "--json")
+    report = json.loads(out)
+    assert code == 0 and report["ok"] and report["failed"] == 0
+    assert {c["check"] for c in report["checks"] if c["target"] == "square"} == {
+        "max_params", "baseline params", "baseline gflops"}
+
+
+def test_check_fails_with_exit_1_and_keeps_the_baseline(tmp_path, capsys):
+    _write(tmp_path, PASSING)
+    assert yb_in(tmp_path, capsys, "check", "--update-baseline")[0] == 0
+    before = (tmp_path / "base.json").read_bytes()
+    _write(tmp_path, PASSING.replace("max_params = 72", 'max_params = 71\n    sweep = ["8x4x4", "8x4x6"]')
+           .replace("max_latency_ratio = 1", "max_latency_ratio = 0.5")
+           .replace('size = "16x8x8"', 'size = "16x8x8"\n    args = [16, 2]'))
+    code, out, err = yb_in(tmp_path, capsys, "check", "--update-baseline", "--junit", "junit.xml")
+    assert code == 1
+    assert "baseline NOT updated: fix the failed checks first" in err
+    assert (tmp_path / "base.json").read_bytes() == before
+    assert "params 72 > max_params 71 (+1, 1.4% over)" in out
+    assert "latency 1.00x c2f > max_latency_ratio 0.5x" in out
+    junit = (tmp_path / "junit.xml").read_text()
+    assert 'failures="4"' in junit
+    code, out, _ = yb_in(tmp_path, capsys, "check", "--json")
+    report = json.loads(out)
+    failed = {(c["target"], c["check"]): c["message"] for c in report["checks"] if not c["ok"]}
+    assert set(failed) == {("c2f", "max_params"), ("c2f", "max_latency_ratio"), ("c2f", "baseline params"),
+                           ("c2f", "baseline gflops"), ("square", "max_params"), ("square", "sweep 1x8x4x6")}
+    assert failed[("c2f", "baseline params")] == "params 1,888 -> 3,200 (+1,312, +69.49%) exceeds tolerance 0"
+    assert failed[("square", "sweep 1x8x4x6")] == (
+        "RuntimeError: shape '[1, 8, 4, 4]' is invalid for input of size 192 (at check_square_only.py:18)")
+
+
+def test_check_malformed_config_exits_2_with_one_line(tmp_path, capsys):
+    _write(tmp_path, '[budgets]\nmax_gflops = "ten"\n[blocks.C2f]\nsize = "16x8x8"\n')
+    code, out, err = yb_in(tmp_path, capsys, "check")
+    assert code == 2 and out == ""
+    assert err == "error: yb.toml: [budgets] max_gflops must be a number, got 'ten'\n"
+
+
+def test_check_bad_size_and_unknown_block_exit_2(tmp_path, capsys):
+    _write(tmp_path, '[blocks.c2f]\nblock = "C2f"\nsize = "16x8x8"\nsweep = ["16x8"]\n')
+    code, _, err = yb_in(tmp_path, capsys, "check")
+    assert code == 2
+    assert err == ("error: yb.toml: [blocks.c2f] sweep has malformed size '16x8': a block takes CxHxW or "
+                   "BxCxHxW, e.g. 64x160x160\n")
+    _write(tmp_path, '[blocks.c2f]\nblock = "C2F_"\nsize = "16x8x8"\n')
+    code, _, err = yb_in(tmp_path, capsys, "check")
+    assert code == 2
+    assert err.splitlines()[-1].startswith("error: yb.toml: [blocks.c2f] unknown block 'C2F_' (did you mean")
+
+
+def test_check_markdown_summary(tmp_path, capsys):
+    _write(tmp_path, '[blocks.c2f]\nblock = "C2f"\nsize = "16x8x8"\nmax_params = 1888\n')
+    code, out, _ = yb_in(tmp_path, capsys, "check", "--markdown")
+    assert code == 0
+    assert out == ("| Target | Check | Result | Detail |\n| --- | --- | --- | --- |\n"
+                   "| c2f | max_params | pass | params 1,888 <= 1,888 |\n")
+
+
+def test_check_cli_exit_code_in_a_subprocess(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import _env
+
+    p = _write(tmp_path, '[blocks.c2f]\nblock = "C2f"\nsize = "16x8x8"\nmax_params = 1887\n')
+    proc = subprocess.run([sys.executable, "-m", "yoloblocks_cli", "check", "--config", str(p)],
+                          capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert "params 1,888 > max_params 1,887 (+1, 0.1% over)" in proc.stdout

@@ -291,6 +291,7 @@ def _target(kind: str, key: str, data: Any, file: str, prefix: str, defaults: Bu
     size = t.size("size")
     if kind == "block" and size is None:
         raise t.error("size", "is required for a block, e.g. size = \"64x40x40\"")
+    _valid_sizes(t, kind, size, t.sizes("sweep"))
     cfg = TargetConfig(name=key, kind=kind, spec=spec, size=size, sweep=t.sizes("sweep"),
                        reference=t.string("reference"), budgets=_merge(defaults, _budgets(t)))
     probes = t.get("probes", [])
@@ -309,6 +310,18 @@ def _target(kind: str, key: str, data: Any, file: str, prefix: str, defaults: Bu
         cfg.scale = t.string("scale")
         cfg.nc = t.number("nc", integer=True, minimum=1)
     return cfg
+
+
+def _valid_sizes(table: _Table, kind: str, size: str | None, sweep: list[str]) -> None:
+    """Parse every size now, so that a typo fails in a second, before any model is built."""
+    from yoloblocks_cli.targets import shape_for
+
+    for key, values in (("size", [size]), ("sweep", sweep)):
+        for value in values:
+            try:
+                shape_for(kind, value)
+            except UsageError as exc:
+                raise table.error(key, f"has {exc}") from None
 
 
 def parse_config(data: dict, path: Path, prefix: str = "") -> CheckConfig:

@@ -194,12 +194,13 @@ def _runner(module: Any, x: Any, device: Any) -> Callable[[], float]:
 
 def measure(targets: Sequence[Any], device: str = "cpu", dtype: str = "fp32", *,
             counters: Sequence[str] = COUNTERS, latency: bool = True, memory: bool = True,
-            rounds: int = 15, warmup: int = 3, reference: Callable[[int], int | None] | None = None,
-            ) -> list[Measurement]:
+            rounds: int = 15, warmup: int = 3, reference: Callable[[str], str | None] | None = None,
+            on_error: Callable[[Any, Exception], None] | None = None) -> list[Measurement]:
     """Measure :class:`~yoloblocks_cli.targets.Target` objects together.
 
-    ``reference(i)`` gives the index of the target whose latency divides target ``i``'s
-    (``latency_ratio``); by default the first target.
+    ``reference(name)`` gives the name of the target whose latency divides this one's
+    (``latency_ratio``); by default the first target. A target whose forward pass raises
+    is a :class:`CheckFailed`, or, with ``on_error``, reported there and left out.
     """
     import torch
 
@@ -214,6 +215,9 @@ def measure(targets: Sequence[Any], device: str = "cpu", dtype: str = "fp32", *,
             with torch.no_grad():
                 out = module(x)
         except Exception as exc:
+            if on_error is not None:
+                on_error(t, exc)
+                continue
             raise CheckFailed(f"{t.call} failed on input {t.shape}: {exc.__class__.__name__}: {exc}") from exc
         flops, uncounted = count_flops(module, x, counters)
         m = Measurement(name=t.name, kind=t.kind, target=t.call, input_shape=list(t.shape.dims), params=total,
@@ -227,10 +231,11 @@ def measure(targets: Sequence[Any], device: str = "cpu", dtype: str = "fp32", *,
         samples = interleaved([_runner(mod, x, dev) for mod, x in prepared], rounds=rounds, warmup=warmup)
         for m, s in zip(results, samples):
             m.latency = summarize(s)
-        pick = reference or (lambda i: 0)
-        for i, m in enumerate(results):
-            j = pick(i)
-            if j is not None and results[j].latency and m.latency:
-                m.latency_ratio = m.latency.median_ms / results[j].latency.median_ms
-                m.reference = results[j].name
+        by_name = {m.name: m for m in results}
+        pick = reference or (lambda name: results[0].name)
+        for m in results:
+            ref = by_name.get(pick(m.name) or "")
+            if ref is not None and ref.latency and m.latency:
+                m.latency_ratio = m.latency.median_ms / ref.latency.median_ms
+                m.reference = ref.name
     return results
