@@ -8,8 +8,6 @@ increases count as regressions: a block that got cheaper always passes.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -98,37 +96,11 @@ def diff_baseline(measurements: Sequence[Measurement], baseline: Mapping[str, Ma
 
 
 def write_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and :func:`os.replace`.
+    """Temp file beside ``path`` + :func:`os.replace` (the shared writer): a crash leaves
+    the old baseline or the new one, never a truncated file, and no temporary file behind."""
+    from yoloblocks_cli.atomic import write_text_atomic
 
-    A crash or an exception at any point leaves either the old file or the new one,
-    never a truncated baseline, and no temporary file behind.
-    """
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        os.chmod(tmp, _mode(p))  # mkstemp makes 0600; a baseline is a normal, shared file
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def _mode(path: Path) -> int:
-    """The existing file's permissions, else the default for a new file under the umask."""
-    try:
-        return path.stat().st_mode & 0o777
-    except FileNotFoundError:
-        mask = os.umask(0)
-        os.umask(mask)
-        return 0o666 & ~mask
+    write_text_atomic(path, text)
 
 
 def write_baseline(path: str | Path, report: Mapping[str, Any]) -> None:

@@ -297,6 +297,14 @@ def _target(kind: str, key: str, data: Any, file: str, prefix: str, defaults: Bu
     probes = t.get("probes", [])
     if not isinstance(probes, list) or not all(isinstance(p, str) for p in probes):
         raise t.error("probes", f"must be a list of probe names such as [\"batch\"], got {probes!r}")
+    from yoloblocks_cli.probes import probe_names
+
+    known = probe_names()
+    for name in probes:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (choose from {', '.join(known)})"
+            raise t.error("probes", f"has unknown probe '{name}'{hint}")
     cfg.probes = list(probes)
     if kind == "block":
         args = t.get("args")

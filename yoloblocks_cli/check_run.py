@@ -9,7 +9,6 @@ reports everything that is wrong at once. Bad configuration or bad input is stil
 
 from __future__ import annotations
 
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -40,13 +39,11 @@ class CheckResult:
 
 
 def _where(exc: BaseException) -> str:
-    """file:line of the innermost frame outside torch: where the block itself raised."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if "/torch/" not in f.filename.replace("\\", "/")]
-    if not frames:
-        return ""
-    f = frames[-1]
-    return f" (at {Path(f.filename).name}:{f.lineno})"
+    """file:line of the frame in the user's code where the block raised (trace engine's rule)."""
+    from yoloblocks_cli.trace import user_frame
+
+    found = user_frame(exc)
+    return f" (at {Path(found[0]).name}:{found[1]})" if found else ""
 
 
 def _failure(exc: BaseException) -> str:
@@ -67,52 +64,63 @@ def _shape(cfg: CheckConfig, t: TargetConfig, size: str | None, key: str) -> Any
         raise UsageError(f"{_label(cfg, t)} {key}: {exc}") from None
 
 
-def run_sweep(module: Any, shapes: list[Any], device: Any, dtype: Any) -> list[dict[str, Any]]:
-    """Forward every shape; one point per shape (``input_shape``, ``ok``, ``output_shape``/``error``).
-
-    Uses the trace engine when it is present (it localises the failing layer); this
-    local fallback runs the whole module and reports the exception and where it was raised.
-    """
-    import torch
-
-    points = []
-    for shape in shapes:
-        x = torch.randn(*shape.dims, device=device, dtype=dtype)
-        try:
-            with torch.no_grad():
-                out = module(x)
-        except Exception as exc:  # the block failing at this size is the finding
-            points.append({"input_shape": list(shape.dims), "ok": False,
-                           "error": {"type": exc.__class__.__name__, "message": str(exc).strip(),
-                                     "where": _where(exc).strip(" ()")},
-                           "text": _failure(exc)})
-            continue
-        from yoloblocks_cli.measure import _shape_of
-
-        points.append({"input_shape": list(shape.dims), "ok": True, "output_shape": _shape_of(out)})
-    return points
+def _failure_text(f: Any) -> str:
+    """A trace engine Failure in one line: what, where (layer, file:line) and the hint."""
+    first = f.message.strip().splitlines()[0] if f.message and f.message.strip() else ""
+    where = []
+    if f.layer is not None:
+        where.append(f"layer {f.layer}" + (f" ({f.module})" if f.module else ""))
+    if f.file:
+        where.append(f"at {Path(f.file).name}:{f.line}")
+    text = f"{f.type}: {first}" + (f" [{', '.join(where)}]" if where else "")
+    return text + (f"; hint: {f.hint}" if f.hint else "")
 
 
-def run_probes(names: list[str], module: Any, shape: Any, device: Any, dtype: Any,
-               label: str) -> list[dict[str, Any]]:
-    """Robustness probes from the trace engine (:mod:`yoloblocks_cli.probes`)."""
-    if not names:
-        return []
+def probe_target(target: Any) -> Any:
+    """The trace engine's view of a target: the module with a shape tracer attached."""
+    from yoloblocks_cli.probes import Target as ProbeTarget
+    from yoloblocks_cli.trace import ShapeTracer
+
+    if target.kind == "model" and target.built is not None:
+        from yoloblocks_cli.trace_run import model_layer_modules
+
+        tracer = ShapeTracer(target.module, layer_modules=model_layer_modules(target.built), only_layers=True)
+    else:
+        tracer = ShapeTracer(target.module)
+    return ProbeTarget(target.module, tracer.attach(), target.call, None, target.kind)
+
+
+def run_probes(target: Any, shapes: list[Any], probes: list[str], device: Any, dtype: Any) -> tuple[
+        list[Finding], list[dict[str, Any]]]:
+    """Every probe at every shape through the trace engine -> findings and JSON points."""
+    from yoloblocks_cli.probes import probe_names, run_point
+
+    enabled = [n for n in probe_names() if n in {"sweep", *probes}]
+    pt = probe_target(target)
+    findings, points = [], []
     try:
-        from yoloblocks_cli import probes as engine
-    except ImportError:
-        raise UsageError(f"{label} probes: this build of yb has no probe engine (yoloblocks_cli.probes)") from None
-    runner: Callable | None = getattr(engine, "run_probes", None)
-    if runner is None:
-        raise UsageError(f"{label} probes: yoloblocks_cli.probes has no run_probes()")
-    return list(runner(module, shape, names=names, device=device, dtype=dtype))
+        for shape in shapes:
+            point = run_point(pt, shape, enabled, device=device, dtype=dtype)
+            for name, r in point.results.items():
+                if r.status == "pass":
+                    msg = r.detail if name != "sweep" else f"output {r.detail}"
+                elif r.status == "skip":
+                    msg = f"skipped: {r.detail}"
+                else:
+                    msg = _failure_text(r.failure) if r.failure is not None else r.detail
+                findings.append(Finding(target.name, f"{name} {shape}", not r.failed, msg))
+            points.append({"input_shape": list(shape.dims), "ok": point.ok, "output_shape": point.output_shape,
+                           "probes": {n: r.to_json() for n, r in point.results.items()}})
+    finally:
+        pt.tracer.detach()
+    return findings, points
 
 
 def run_check(cfg: CheckConfig, *, update_baseline: bool = False, threads: int | None = None,
               progress: Callable[[str], None] | None = None) -> CheckResult:
     """Everything the configuration asks for, in one run; the latency of all targets interleaved."""
-    from yoloblocks_cli.measure import resolve_device, resolve_dtype
-    from yoloblocks_cli.reporting import base, env
+    from yoloblocks_cli.device import resolve_device, resolve_dtype
+    from yoloblocks_cli.report import base_report, env_info
     from yoloblocks_cli.targets import resolve_target
 
     say = progress or (lambda text: None)
@@ -154,22 +162,12 @@ def run_check(cfg: CheckConfig, *, update_baseline: bool = False, threads: int |
         else:
             budgets = t.budgets
         findings.extend(evaluate_budgets(m, budgets, cfg.counter))
-        module = target.module
-        if t.sweep:
-            say(f"sweeping {t.name}")
-            shapes = [_shape(cfg, t, s, "sweep") for s in t.sweep]
-            points = run_sweep(module, shapes, dev, dt)
-            for p in points:
-                size = "x".join(str(d) for d in p["input_shape"])
-                findings.append(Finding(t.name, f"sweep {size}", p["ok"],
-                                        f"output {p['output_shape']}" if p["ok"] else p.pop("text")))
+        if t.sweep or t.probes:
+            say(f"tracing {t.name}")
+            shapes = [_shape(cfg, t, size, "sweep") for size in (t.sweep or [t.size])]
+            found, points = run_probes(target, shapes, t.probes, dev, dt)
+            findings.extend(found)
             extra.setdefault(t.name, {})["sweep"] = points
-        if t.probes:
-            say(f"probing {t.name}")
-            results = run_probes(t.probes, module, target.shape, dev, dt, _label(cfg, t))
-            for r in results:
-                findings.append(Finding(t.name, f"probe {r['name']}", bool(r["ok"]), str(r.get("message", ""))))
-            extra.setdefault(t.name, {})["probes"] = results
 
     baseline_written = None
     if cfg.baseline is not None and not update_baseline:
@@ -177,7 +175,7 @@ def run_check(cfg: CheckConfig, *, update_baseline: bool = False, threads: int |
         findings.extend(diff_baseline(measurements, load_baseline(cfg.baseline.file),
                                       cfg.baseline.tolerances, cfg.counter))
 
-    report = base("check", str(cfg.path), env(str(dev), cfg.dtype, threads))
+    report = base_report("check", str(cfg.path), env_info(dev, dt, threads))
     report["counter"] = cfg.counter
     report["targets"] = [{**m.as_json(), **extra.get(m.name, {})} for m in measurements]
     report["checks"] = [f.as_json() for f in findings]
@@ -194,19 +192,9 @@ def run_check(cfg: CheckConfig, *, update_baseline: bool = False, threads: int |
 
 
 def write_junit(findings: list[Finding], path: str | Path, suite: str = "yb check") -> None:
-    """JUnit XML, one test case per finding (local writer until the trace helper's junit.py lands)."""
-    import xml.etree.ElementTree as ET
+    """JUnit XML through the shared writer: one test case per finding."""
+    from yoloblocks_cli.junit import Case
+    from yoloblocks_cli.junit import write_junit as write
 
-    from yoloblocks_cli.baseline import write_atomic
-
-    root = ET.Element("testsuites")
-    node = ET.SubElement(root, "testsuite", name=suite, tests=str(len(findings)),
-                         failures=str(sum(not f.ok for f in findings)), errors="0", skipped="0")
-    for f in findings:
-        case = ET.SubElement(node, "testcase", classname=f.target, name=f.check)
-        if f.ok:
-            ET.SubElement(case, "system-out").text = f.message
-        else:
-            ET.SubElement(case, "failure", message=f.message, type="CheckFailed").text = f.message
-    ET.indent(root)
-    write_atomic(path, '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n")
+    write(path, suite, [Case(classname=f"yb.check.{f.target}", name=f.check, status="pass" if f.ok else "fail",
+                             message=f.message, error_type="CheckFailed") for f in findings])

@@ -6,18 +6,16 @@ the drift on one side of the comparison. Here every round times each target once
 the starting target rotates from round to round, so drift hits every target equally and
 ratios between targets stay meaningful.
 
-Engine pieces (``flops.count_flops``, ``bench.peak_memory``, ``device``) are used when
-present; the small fallbacks below are marked and only run without them.
+Counting, memory and the timing of one pass come from the engine (``flops``, ``bench``,
+``device``); this module only decides the order of the passes.
 """
 
 from __future__ import annotations
 
-import statistics
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from yoloblocks_cli.errors import CheckFailed, UsageError
+from yoloblocks_cli.errors import CheckFailed
 
 COUNTERS = ("torch", "ultralytics", "fvcore")
 
@@ -77,14 +75,11 @@ class Measurement:
 
 
 def summarize(samples_ms: Sequence[float]) -> LatencyStats:
-    """Median and inter-quartile range of timed runs."""
-    xs = sorted(samples_ms)
-    if len(xs) >= 2:
-        q1, _, q3 = statistics.quantiles(xs, n=4, method="inclusive")
-        iqr = q3 - q1
-    else:
-        iqr = 0.0
-    return LatencyStats(statistics.median(xs), iqr, len(xs))
+    """Median and inter-quartile range of timed runs (the engine's statistics)."""
+    from yoloblocks_cli.bench import _median_iqr
+
+    med, iqr = _median_iqr(list(samples_ms))
+    return LatencyStats(med, iqr, len(samples_ms))
 
 
 def interleaved(runners: Sequence[Callable[[], float]], rounds: int, warmup: int = 1) -> list[list[float]]:
@@ -108,88 +103,26 @@ def interleaved(runners: Sequence[Callable[[], float]], rounds: int, warmup: int
 # ----------------------------------------------------------------------------- torch parts
 
 
-def resolve_device(text: str) -> Any:
-    try:
-        from yoloblocks_cli.device import resolve_device as engine_resolve
-    except ImportError:  # local fallback until yoloblocks_cli.device lands
-        import torch
-
-        dev = torch.device(text)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise UsageError(f"--device {text}: CUDA is not available on this machine") from None
-        return dev
-    return engine_resolve(text)
-
-
-def resolve_dtype(text: str) -> Any:
-    try:
-        from yoloblocks_cli.device import resolve_dtype as engine_dtype
-    except ImportError:  # local fallback until yoloblocks_cli.device lands
-        import torch
-
-        table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-        if text not in table:
-            raise UsageError(f"--dtype must be fp32, fp16 or bf16, got {text!r}") from None
-        return table[text]
-    return engine_dtype(text)
-
-
-def synchronize(device: Any) -> None:
-    if getattr(device, "type", "cpu") == "cuda":
-        import torch
-
-        torch.cuda.synchronize(device)
-
-
 def count_params(module: Any) -> tuple[int, int, int]:
     params = list(module.parameters())
     return (sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad),
             sum(b.numel() for b in module.buffers()))
 
 
-def count_flops(module: Any, x: Any, counters: Sequence[str]) -> tuple[dict[str, int | None], list[str]]:
-    try:
-        from yoloblocks_cli.flops import count_flops as engine_count
-    except ImportError:  # local fallback until yoloblocks_cli.flops lands: dispatch counter only
-        import torch
-        from torch.utils.flop_counter import FlopCounterMode
-
-        with torch.no_grad(), FlopCounterMode(display=False) as mode:
-            module(x)
-        return {"torch": mode.get_total_flops()}, []
-    report = engine_count(module, x, counters=tuple(counters))
-    return {c: getattr(report, c) for c in COUNTERS}, list(report.uncounted)
-
-
-def peak_memory(module: Any, x: Any, device: Any) -> tuple[int | None, str | None]:
-    try:
-        from yoloblocks_cli.bench import peak_memory as engine_peak
-    except ImportError:  # not measured until yoloblocks_cli.bench lands
-        return None, None
-    mem = engine_peak(module, x, device)
-    return mem.peak_bytes, mem.method
-
-
 def _shape_of(out: Any) -> Any:
-    if hasattr(out, "shape"):
-        return list(out.shape)
-    if isinstance(out, (list, tuple)):
-        return [_shape_of(o) for o in out]
-    return None
+    from yoloblocks_cli.trace import shape_of
+
+    return shape_of(out)
 
 
 def _runner(module: Any, x: Any, device: Any) -> Callable[[], float]:
-    import torch
+    """One timed eval pass, exactly as :func:`yoloblocks_cli.bench.time_forward` times it."""
+    from yoloblocks_cli import bench
 
-    def run() -> float:
-        synchronize(device)
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            module(x)
-        synchronize(device)
-        return (time.perf_counter() - t0) * 1e3
-
-    return run
+    step = bench.make_step(module, x)
+    if bench._is_cuda(device):
+        return lambda: bench._time_cuda(step, device)
+    return lambda: bench._time_cpu(step)
 
 
 def measure(targets: Sequence[Any], device: str = "cpu", dtype: str = "fp32", *,
@@ -203,6 +136,10 @@ def measure(targets: Sequence[Any], device: str = "cpu", dtype: str = "fp32", *,
     is a :class:`CheckFailed`, or, with ``on_error``, reported there and left out.
     """
     import torch
+
+    from yoloblocks_cli.bench import peak_memory
+    from yoloblocks_cli.device import resolve_device, resolve_dtype, synchronize
+    from yoloblocks_cli.flops import count_flops
 
     dev, dt = resolve_device(device), resolve_dtype(dtype)
     prepared = []
@@ -219,15 +156,17 @@ def measure(targets: Sequence[Any], device: str = "cpu", dtype: str = "fp32", *,
                 on_error(t, exc)
                 continue
             raise CheckFailed(f"{t.call} failed on input {t.shape}: {exc.__class__.__name__}: {exc}") from exc
-        flops, uncounted = count_flops(module, x, counters)
+        report = count_flops(module, x, counters=tuple(counters))
         m = Measurement(name=t.name, kind=t.kind, target=t.call, input_shape=list(t.shape.dims), params=total,
-                        trainable=trainable, buffers=buffers, flops=flops, uncounted=uncounted,
-                        output_shape=_shape_of(out))
+                        trainable=trainable, buffers=buffers, flops={c: getattr(report, c) for c in COUNTERS},
+                        uncounted=list(report.uncounted), output_shape=_shape_of(out))
         if memory:
-            m.memory_peak, m.memory_method = peak_memory(module, x, dev)
+            mem = peak_memory(module, x, dev)
+            m.memory_peak, m.memory_method = mem.peak_bytes, mem.method
         prepared.append((module, x))
         results.append(m)
     if latency and results:
+        synchronize(dev)
         samples = interleaved([_runner(mod, x, dev) for mod, x in prepared], rounds=rounds, warmup=warmup)
         for m, s in zip(results, samples):
             m.latency = summarize(s)

@@ -28,9 +28,7 @@ class Target:
     module: Any  # torch.nn.Module
     shape: Shape
     call: str  # exact constructor call or model file
-
-    def with_shape(self, shape: Shape) -> "Target":
-        return Target(self.name, self.kind, self.module, shape, self.call)
+    built: Any = None  # the yaml helper's BuiltModel (layers, stride) for a model
 
 
 def is_model(text: str) -> bool:
@@ -86,7 +84,7 @@ def resolve_target(text: str, size: str | None = None, *, batch: int | None = No
             raise UsageError(f"cannot build model {text}: yoloblocks_cli.yaml_model is not available") from None
         built = build_model(text, scale=scale, plugins=tuple(plugins), nc=nc)
         call = text if scale is None else f"{text} (scale {scale})"
-        return Target(name or text, "model", built.model, shape, call)
+        return Target(name or text, "model", built.model, shape, call, built)
     shape = block_shape(size, batch, channels)
     for plugin in plugins:
         from yoloblocks_cli.load import import_file

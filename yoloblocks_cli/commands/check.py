@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
         """Check blocks and models against budgets, sweeps, probes and a baseline (exit 1 on failure)."""
         from yoloblocks_cli.check_config import find_config, load_config
         from yoloblocks_cli.check_run import run_check, write_junit
-        from yoloblocks_cli.reporting import console, write_json
+        from yoloblocks_cli.report import console, write_json
 
         cfg = load_config(config if config is not None else find_config())
         if threads is not None:
@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
 def _render(result) -> None:
     from rich.table import Table
 
-    from yoloblocks_cli.reporting import console
+    from yoloblocks_cli.report import console
 
     out = console()
     table = Table(title=f"yb check ({result.config.path.name}, {result.config.device}, {result.config.dtype})")

@@ -36,16 +36,17 @@ def register(app: typer.Typer) -> None:
         if len(targets) < 2:
             raise UsageError("compare needs at least two targets, e.g. yb compare C2f C3 --size 64x40x40")
         from yoloblocks_cli.markdown import compare_markdown, compare_table
-        from yoloblocks_cli.measure import measure, resolve_device
-        from yoloblocks_cli.reporting import base, console, env, write_json
+        from yoloblocks_cli.device import resolve_device, resolve_dtype
+        from yoloblocks_cli.measure import measure
+        from yoloblocks_cli.report import base_report, console, env_info, write_json
         from yoloblocks_cli.targets import resolve_target
 
         dev = resolve_device(device)
         built = [resolve_target(t, size, batch=batch, channels=channels, plugins=plugin or ()) for t in targets]
         results = measure(built, str(dev), dtype, latency=not no_latency, rounds=rounds, warmup=warmup)
-        environment = env(str(dev), dtype)
+        environment = env_info(dev, resolve_dtype(dtype))
         if json_out or output is not None:
-            report = base("compare", [m.target for m in results], environment)
+            report = base_report("compare", " vs ".join(m.target for m in results), environment)
             report["targets"] = [m.as_json() for m in results]
             report["rounds"] = 0 if no_latency else rounds
             write_json(report, output)
