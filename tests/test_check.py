@@ -237,7 +237,7 @@ def test_baseline_within_tolerance():
     findings = diff_baseline([_m(flops=60_579_840, ratio=1.1, ref="c2f")], _baseline_entries(), TOL)
     assert [(f.check, f.ok, f.message) for f in findings] == [
         ("baseline params", True, "params 18,560 -> 18,560 (+0, +0.00%) within tolerance 0"),
-        ("baseline gflops", True, "gflops 0.059 -> 0.061 (+0.0012, +2.00%) within tolerance 2%"),
+        ("baseline gflops", True, "gflops 0.059 -> 0.061 (+0.00119, +2.00%) within tolerance 2%"),
         ("baseline latency_ratio", True, "latency_ratio 1.00x -> 1.10x (+0.10x, +10.00%) within tolerance 10%"),
     ]
 

@@ -38,7 +38,13 @@ def fmt_gflops(g: float) -> str:
         return f"{g:,.1f}"
     if g >= 1:
         return f"{g:.2f}"
-    return f"{g:.3f}" if g >= 0.01 else f"{g:.4f}"
+    if g >= 0.01:
+        return f"{g:.3f}"
+    if g <= 0:
+        return "0"
+    import math
+
+    return f"{g:.{min(9, 2 - math.floor(math.log10(g)))}f}"  # three significant digits, no exponent
 
 
 def fmt_ms(ms: float) -> str:
