@@ -27,6 +27,7 @@ app = typer.Typer(
 COMMAND_MODULES = (
     "inspect",
     "trace",
+    "scale",
     "blocks",
     "compare",
     "check",
