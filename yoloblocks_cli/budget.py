@@ -23,9 +23,15 @@ class Finding:
     check: str  # e.g. "max_params", "sweep 64x48x32", "probe batch", "baseline gflops"
     ok: bool
     message: str
+    skipped: bool = False  # not applicable here (e.g. the batch probe at batch 1); counts as ok
+
+    @property
+    def status(self) -> str:
+        return "skip" if self.skipped else "pass" if self.ok else "FAIL"
 
     def as_json(self) -> dict[str, Any]:
-        return {"target": self.target, "check": self.check, "ok": self.ok, "message": self.message}
+        return {"target": self.target, "check": self.check, "ok": self.ok, "status": self.status.lower(),
+                "message": self.message}
 
 
 def fmt_int(n: int) -> str:

@@ -105,15 +105,23 @@ def run_probes(target: Any, shapes: list[Any], probes: list[str], device: Any, d
                 if r.status == "pass":
                     msg = r.detail if name != "sweep" else f"output {r.detail}"
                 elif r.status == "skip":
-                    msg = f"skipped: {r.detail}"
+                    msg = r.detail
                 else:
                     msg = _failure_text(r.failure) if r.failure is not None else r.detail
-                findings.append(Finding(target.name, f"{name} {shape}", not r.failed, msg))
+                findings.append(Finding(target.name, f"{name} {shape}", not r.failed, msg, r.status == "skip"))
             points.append({"input_shape": list(shape.dims), "ok": point.ok, "output_shape": point.output_shape,
                            "probes": {n: r.to_json() for n, r in point.results.items()}})
     finally:
         pt.tracer.detach()
     return findings, points
+
+
+def _display(path: Path) -> str:
+    """The config path relative to the working directory when inside it (baselines get committed)."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def run_check(cfg: CheckConfig, *, update_baseline: bool = False, threads: int | None = None,
@@ -175,7 +183,7 @@ def run_check(cfg: CheckConfig, *, update_baseline: bool = False, threads: int |
         findings.extend(diff_baseline(measurements, load_baseline(cfg.baseline.file),
                                       cfg.baseline.tolerances, cfg.counter))
 
-    report = base_report("check", str(cfg.path), env_info(dev, dt, threads))
+    report = base_report("check", _display(cfg.path), env_info(dev, dt, threads))
     report["counter"] = cfg.counter
     report["targets"] = [{**m.as_json(), **extra.get(m.name, {})} for m in measurements]
     report["checks"] = [f.as_json() for f in findings]
@@ -196,5 +204,5 @@ def write_junit(findings: list[Finding], path: str | Path, suite: str = "yb chec
     from yoloblocks_cli.junit import Case
     from yoloblocks_cli.junit import write_junit as write
 
-    write(path, suite, [Case(classname=f"yb.check.{f.target}", name=f.check, status="pass" if f.ok else "fail",
+    write(path, suite, [Case(classname=f"yb.check.{f.target}", name=f.check, status=f.status.lower(),
                              message=f.message, error_type="CheckFailed") for f in findings])

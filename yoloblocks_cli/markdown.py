@@ -81,5 +81,5 @@ def compare_markdown(measurements: Sequence[Measurement], env: Mapping[str, Any]
 
 def findings_markdown(findings: Sequence[Finding]) -> str:
     """`yb check` verdicts as a Markdown table (for a CI job summary)."""
-    rows = [[f.target, f.check, "pass" if f.ok else "FAIL", f.message] for f in findings]
+    rows = [[f.target, f.check, f.status, f.message] for f in findings]
     return markdown_table(["Target", "Check", "Result", "Detail"], rows, align_right_from=99) + "\n"

@@ -55,6 +55,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _render(result) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from yoloblocks_cli.report import console
@@ -64,9 +65,11 @@ def _render(result) -> None:
     for name in ("Target", "Check", "Result", "Detail"):
         table.add_column(name)
     for f in result.findings:
-        table.add_row(f.target, f.check, "pass" if f.ok else "[bold red]FAIL[/]", f.message)
+        table.add_row(f.target, f.check, "[bold red]FAIL[/]" if not f.ok else f.status, escape(f.message))
     out.print(table)
     if result.baseline_written is not None:
         out.print(f"baseline written: {result.baseline_written}")
     failed = len(result.failed)
-    out.print(f"{len(result.findings) - failed} passed, {failed} failed")
+    skipped = sum(f.skipped for f in result.findings)
+    out.print(f"{len(result.findings) - failed - skipped} passed, {failed} failed"
+              + (f", {skipped} skipped" if skipped else ""))
