@@ -309,6 +309,8 @@ class _Resolver:
         key = self.dialect.rename.get(name, name)
         try:
             info = get_block(key)
+            if key != info.name and key not in info.aliases:  # YAML names are case-sensitive, as in ultralytics
+                raise UnknownBlockError(key, [info.name])
         except UnknownBlockError as exc:
             if key in self.plugins:
                 cls = self.plugins[key]
