@@ -13,3 +13,8 @@ from blocks import gelan  # noqa: F401,E402
 from blocks import torch_nn  # noqa: F401,E402
 from blocks import attention  # noqa: F401,E402
 from blocks import mamba  # noqa: F401,E402
+from blocks import ghost  # noqa: F401,E402
+from blocks import psa  # noqa: F401,E402
+from blocks import c3k2  # noqa: F401,E402
+from blocks import v10  # noqa: F401,E402
+from blocks import heads  # noqa: F401,E402
