@@ -26,6 +26,8 @@ app = typer.Typer(
 # One module per command under yoloblocks_cli/commands; each exposes `register(app)`.
 COMMAND_MODULES = (
     "inspect",
+    "trace",
+    "scale",
     "blocks",
 )
 
