@@ -70,20 +70,31 @@ class AnchorDetect(nn.Module):
         self.register_buffer("anchors", torch.tensor(anchors).float().view(self.nl, -1, 2))  # pixels until strided
         self.m = nn.ModuleList(nn.Conv2d(x, self.no * self.na, 1) for x in ch)
         self.inplace = inplace
-        self.stride: torch.Tensor | None = None
+        self._stride = torch.zeros(self.nl)  # a tensor, so model builders recognise the head
+        self._bound = False
+
+    @property
+    def stride(self) -> torch.Tensor:
+        return self._stride
+
+    @stride.setter
+    def stride(self, value) -> None:
+        """The first positive strides bind the head, as the repository's DetectionModel does once:
+        anchor order checked against the strides, anchors converted to grid units, prior biases."""
+        value = torch.as_tensor(value, dtype=torch.float32, device=self.anchors.device).flatten()[: self.nl]
+        self._stride = value
+        if self._bound or len(value) != self.nl or not bool((value > 0).all()):
+            return
+        self._bound = True
+        area = self.anchors.prod(-1).mean(-1).view(-1)
+        if (area[-1] - area[0]).sign() != (value[-1] - value[0]).sign():
+            self.anchors[:] = self.anchors.flip(0)
+        self.anchors /= value.view(-1, 1, 1)
+        self.bias_init()
 
     def stride_maps(self, out) -> list[torch.Tensor]:
         """The raw per-level maps in a training-mode output; their sizes give the strides."""
         return [o.permute(0, 1, 4, 2, 3).flatten(1, 2) for o in out]
-
-    def set_stride(self, stride: torch.Tensor) -> None:
-        """Bind strides as the repository's DetectionModel does: order check, anchors to grid units, biases."""
-        self.stride = torch.as_tensor(stride, dtype=torch.float32, device=self.anchors.device)
-        area = self.anchors.prod(-1).mean(-1).view(-1)
-        if (area[-1] - area[0]).sign() != (self.stride[-1] - self.stride[0]).sign():
-            self.anchors[:] = self.anchors.flip(0)
-        self.anchors /= self.stride.view(-1, 1, 1)
-        self.bias_init()
 
     def bias_init(self) -> None:
         """Objectness and class priors (8 objects per 640 image, 0.6 class frequency), once per stride binding."""
@@ -100,8 +111,8 @@ class AnchorDetect(nn.Module):
             bs, _, ny, nx = x[i].shape
             x[i] = x[i].view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous()
             if not self.training:
-                if self.stride is None:
-                    raise RuntimeError("anchor Detect has no strides: build it inside a model (set_stride)")
+                if not self._bound:
+                    raise RuntimeError("anchor Detect has no strides: build it inside a model (or set .stride)")
                 if self.dynamic or self.grid[i].shape[2:4] != x[i].shape[2:4]:
                     self.grid[i], self.anchor_grid[i] = self._make_grid(nx, ny, i)
                 xy, wh, conf = x[i].sigmoid().split((2, 2, self.nc + 1), 4)
@@ -123,8 +134,7 @@ class AnchorDetect(nn.Module):
 
     def _apply(self, fn, *args, **kwargs):
         self = super()._apply(fn, *args, **kwargs)
-        if self.stride is not None:
-            self.stride = fn(self.stride)
+        self._stride = fn(self._stride)
         self.grid = [fn(g) for g in self.grid]
         self.anchor_grid = [fn(g) for g in self.anchor_grid]
         return self

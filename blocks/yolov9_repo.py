@@ -167,7 +167,8 @@ class _MultiBranchDDetect(nn.Module):
         self.reg_max = REG_MAX
         self.no = nc + REG_MAX * 4
         self.inplace = inplace
-        self.stride = torch.zeros(self.nl)
+        self._stride = torch.zeros(self.nl)  # a tensor, so model builders recognise the head
+        self._bound = False
         self.shape = None
         self.anchors = torch.empty(0)
         self.strides = torch.empty(0)
@@ -201,6 +202,20 @@ class _MultiBranchDDetect(nn.Module):
         dbox = _dist2bbox_xywh(dfl(box), self.anchors.unsqueeze(0)) * self.strides
         return torch.cat((dbox, cls.sigmoid()), 1)
 
+    @property
+    def stride(self) -> torch.Tensor:
+        return self._stride
+
+    @stride.setter
+    def stride(self, value) -> None:
+        """Strides of the nl levels (a builder may measure all inputs: A3..A5, P3..P5); the first
+        positive ones also set the prior biases, as the repository does once after measuring."""
+        self._stride = torch.as_tensor(value, dtype=torch.float32).flatten()[: self.nl]
+        self.shape = None
+        if not self._bound and len(self._stride) == self.nl and bool((self._stride > 0).all()):
+            self._bound = True
+            self.bias_init()
+
     def stride_maps(self, out) -> list[torch.Tensor]:
         """The first branch's raw maps in a training-mode output (what stride detection measures)."""
         return out[0] if self.branches > 1 else out
@@ -215,7 +230,7 @@ class _MultiBranchDDetect(nn.Module):
 
     def _apply(self, fn, *args, **kwargs):  # keep the plain-tensor state on the module's device
         self = super()._apply(fn, *args, **kwargs)
-        self.stride, self.anchors, self.strides = fn(self.stride), fn(self.anchors), fn(self.strides)
+        self._stride, self.anchors, self.strides = fn(self._stride), fn(self.anchors), fn(self.strides)
         return self
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from yoloblocks_cli import dialect_repos as dr
+from yoloblocks_cli import dialects_repo as dr
 
 CFG = Path(__file__).resolve().parents[1] / "blocks" / "cfg"
 REF = json.loads((Path(__file__).parent / "fixtures" / "repo_reference.json").read_text())["models"]

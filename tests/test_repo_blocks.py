@@ -48,7 +48,7 @@ def test_anchor_detect_rejects_level_mismatch():
 def test_anchor_detect_decodes_rectangular_input_after_stride_binding():
     torch.manual_seed(0)
     head = AnchorDetect(2, V5_ANCHORS, (8, 8, 8))
-    head.set_stride(torch.tensor([8.0, 16.0, 32.0]))
+    head.stride = torch.tensor([8.0, 16.0, 32.0])
     assert torch.allclose(head.anchors[0], torch.tensor([[1.25, 1.625], [2.0, 3.75], [4.125, 2.875]]))
     head.eval()
     feats = [torch.rand(1, 8, 6, 4), torch.rand(1, 8, 3, 2), torch.rand(1, 8, 2, 1)]

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from yoloblocks_cli.dialects import Dialect, register_dialect
+
 # Modules only the YOLOv9 repository names (its PGI routing and its decoupled heads).
 YOLOV9_SIGNATURE = frozenset({
     "Silence", "CBLinear", "CBFuse", "DDetect", "DualDDetect", "TripleDDetect", "DualDetect", "TripleDetect",
@@ -23,12 +25,15 @@ GELAN_MODULES = frozenset({"RepNCSPELAN4", "ADown", "SPPELAN", "ELAN1", "AConv"}
 YOLOV5_RENAME = {"Detect": "AnchorDetect"}
 YOLOV9_RENAME: dict[str, str] = {}
 
-# parse_model rules shared by both repositories (ultralytics/yolov5 v7.0, WongKinYiu/yolov9).
+# parse_model facts shared by both repositories (ultralytics/yolov5 v7.0, WongKinYiu/yolov9),
+# in the keys of ``yoloblocks_cli.dialects.ULTRALYTICS_FACTS``. Their width rule skips
+# c2 == na * (nc + 5) (see :func:`no_width_skip`), which no shipped YAML meets; the builder's
+# nearest switch is ``keep_nc_width`` (skip c2 == nc), left off as in ultralytics 8.4.
+# They have no ``scales`` and no max_channels clamp: a YAML's depth/width multiples apply.
 REPO_FACTS: dict[str, Any] = {
-    "width_skip": "no",  # c2 equal to na * (nc + 5) is not width-scaled (ultralytics: c2 == nc)
-    "max_channels": None,  # no clamp before the width multiple
-    "yaml_names": ("nc", "anchors"),  # names an arg may use, looked up in the YAML's top level
-    "stride_probe": 256,  # input side used to measure the head strides
+    "arg_names": ("nc", "anchors"),  # `anchors` in Detect's args is the YAML's top-level list (or int)
+    "stride_probe": 256,  # both build the strides from a 256x256 zero image
+    "scale_from_file_name": False,  # yolov5s.yaml carries its own multiples; the name is not a scale
 }
 
 
@@ -61,3 +66,13 @@ def no_width_skip(nc: int, anchors: Any) -> int:
     """The output width both repositories exempt from width scaling: ``na * (nc + 5)``."""
     na = len(anchors[0]) // 2 if isinstance(anchors, (list, tuple)) else int(anchors)
     return na * (nc + 5)
+
+
+YOLOV9_REPO = register_dialect(Dialect(
+    "yolov9-repo", detect=is_yolov9_repo, rename=YOLOV9_RENAME, facts=REPO_FACTS, priority=20,
+    description="WongKinYiu/yolov9 parse_model: Silence/CBLinear/CBFuse routing, DDetect/DualDDetect heads",
+))
+YOLOV5_REPO = register_dialect(Dialect(
+    "yolov5-repo", detect=is_yolov5_repo, rename=YOLOV5_RENAME, facts=REPO_FACTS, priority=10,
+    description="ultralytics/yolov5 (v6.0-v7.0) parse_model: anchor-based Detect, anchors from the YAML",
+))
