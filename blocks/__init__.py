@@ -9,5 +9,7 @@ from blocks.registry import all_blocks, get_block, register_block  # noqa: F401
 # Library modules, imported for their registrations. Keep one line per module.
 from blocks import conv  # noqa: F401,E402
 from blocks import csp  # noqa: F401,E402
+from blocks import gelan  # noqa: F401,E402
 from blocks import torch_nn  # noqa: F401,E402
+from blocks import attention  # noqa: F401,E402
 from blocks import mamba  # noqa: F401,E402

@@ -26,6 +26,11 @@ app = typer.Typer(
 # One module per command under yoloblocks_cli/commands; each exposes `register(app)`.
 COMMAND_MODULES = (
     "inspect",
+    "trace",
+    "scale",
+    "blocks",
+    "compare",
+    "check",
 )
 
 STATE = {"debug": False}

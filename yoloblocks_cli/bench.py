@@ -1,0 +1,246 @@
+"""Latency and peak memory of one block or model, measured like a benchmark.
+
+Latency: eval mode under ``torch.inference_mode()``, warm-up, then repeated runs until the
+spread settles (or a time cap); median and IQR in ms. CUDA runs are timed with CUDA events
+after ``torch.cuda.synchronize()``, CPU runs with ``time.perf_counter``. ``train=True``
+times forward + backward (of the sum of all outputs) in train mode, on a copy, so that
+batch-norm statistics and gradients of the user's module are left alone.
+
+Peak memory is measured, never estimated: the CUDA caching allocator's peak on CUDA, and on
+CPU the peak of live tensor storage created during the pass, tracked at dispatch.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import statistics
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any, Callable
+
+CUDA_MEMORY_METHOD = "cuda-allocator-peak (torch.cuda.max_memory_allocated minus memory allocated before the pass)"
+CPU_MEMORY_METHOD = "cpu-tensor-allocations (peak bytes of tensor storage alive during the pass, tracked at dispatch)"
+
+
+@dataclass
+class Latency:
+    """Timing of repeated passes; ``images_per_s`` = batch / median."""
+
+    median_ms: float
+    iqr_ms: float
+    runs: int
+    images_per_s: float
+    method: str = "perf_counter"
+    train: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        return {"median": round(self.median_ms, 6), "iqr": round(self.iqr_ms, 6), "runs": self.runs,
+                "images_per_s": round(self.images_per_s, 3), "method": self.method,
+                "mode": "train forward+backward" if self.train else "eval forward (inference_mode)"}
+
+
+@dataclass
+class Memory:
+    """Peak bytes allocated during one pass, and how they were measured."""
+
+    peak_bytes: int
+    method: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"peak": int(self.peak_bytes), "method": self.method}
+
+
+def _is_cuda(device: Any) -> bool:
+    return getattr(device, "type", str(device)).startswith("cuda")
+
+
+def _flat_tensors(out: Any) -> list:
+    import torch
+    from torch.utils._pytree import tree_flatten
+
+    return [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+
+
+def _batch(x: Any) -> int:
+    first = x[0] if isinstance(x, (tuple, list)) else x
+    return int(first.shape[0]) if getattr(first, "ndim", 0) else 1
+
+
+def _call(module: Any, x: Any) -> Any:
+    return module(*x) if isinstance(x, tuple) else module(x)
+
+
+def make_step(module: Any, x: Any, train: bool = False) -> Callable[[], Any]:
+    """One pass: an eval forward under inference_mode, or a train forward + backward."""
+    import torch
+
+    if not train:
+        module.eval()
+
+        def infer() -> Any:
+            with torch.inference_mode():
+                return _call(module, x)
+
+        return infer
+
+    module.train()
+
+    def train_step() -> None:
+        module.zero_grad(set_to_none=True)
+        with torch.enable_grad():
+            outs = [t for t in _flat_tensors(_call(module, x)) if t.is_floating_point() and t.requires_grad]
+            if not outs:
+                raise RuntimeError("no output requires grad: the block has nothing to back-propagate")
+            torch.stack([t.float().sum() for t in outs]).sum().backward()
+
+    return train_step
+
+
+def time_forward(module: Any, x: Any, device: Any, *, train: bool = False, warmup: int = 3,
+                 min_runs: int = 10, min_seconds: float = 0.25, max_seconds: float = 3.0,
+                 max_runs: int = 10_000, rel_iqr: float = 0.05) -> Latency:
+    """Median and IQR of repeated passes, stopping when IQR/median <= ``rel_iqr``
+    after ``min_runs`` runs and ``min_seconds``, or at ``max_seconds``/``max_runs``."""
+    import torch
+
+    if train:
+        module = copy.deepcopy(module)
+    step = make_step(module, x, train)
+    cuda = _is_cuda(device)
+    warm_start = time.perf_counter()
+    for i in range(max(0, warmup)):
+        step()
+        if time.perf_counter() - warm_start > max_seconds:
+            break  # one slow pass already warmed up: do not spend the whole budget warming
+    if cuda:
+        torch.cuda.synchronize(device)
+    times: list[float] = []
+    started = time.perf_counter()
+    while True:
+        times.append(_time_cuda(step, device) if cuda else _time_cpu(step))
+        elapsed = time.perf_counter() - started
+        n = len(times)
+        if n >= max_runs or elapsed >= max_seconds and n >= 2:
+            break
+        if n >= min_runs and elapsed >= min_seconds:
+            med, iqr = _median_iqr(times)
+            if med <= 0 or iqr / med <= rel_iqr:
+                break
+    med, iqr = _median_iqr(times)
+    return Latency(med, iqr, len(times), _batch(x) * 1000.0 / med if med > 0 else float("inf"),
+                   "cuda-events" if cuda else "perf_counter", train)
+
+
+def _time_cpu(step: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    step()
+    return (time.perf_counter() - t0) * 1000.0
+
+
+def _time_cuda(step: Callable[[], Any], device: Any) -> float:
+    """Milliseconds of one pass between two CUDA events (queued work is waited for)."""
+    import torch
+
+    start = torch.cuda.Event(enable_timing=True)
+    end = torch.cuda.Event(enable_timing=True)
+    start.record()
+    step()
+    end.record()
+    torch.cuda.synchronize(device)
+    return float(start.elapsed_time(end))
+
+
+def _median_iqr(values: list[float]) -> tuple[float, float]:
+    if len(values) < 2:
+        return (values[0] if values else 0.0), 0.0
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return statistics.median(values), q[2] - q[0]
+
+
+def peak_memory(module: Any, x: Any, device: Any, train: bool = False) -> Memory:
+    """Peak bytes allocated during one pass beyond what was allocated before it."""
+    if train:
+        module = copy.deepcopy(module)
+    step = make_step(module, x, train)
+    gc.collect()
+    if _is_cuda(device):
+        return _peak_cuda(step, device)
+    return _peak_cpu(step, (x, *module.parameters(), *module.buffers()))
+
+
+def _peak_cuda(step: Callable[[], Any], device: Any) -> Memory:
+    import torch
+
+    torch.cuda.synchronize(device)
+    baseline = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    out = step()
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device) - baseline
+    del out
+    return Memory(max(0, int(peak)), CUDA_MEMORY_METHOD)
+
+
+class StorageTracker:
+    """A dispatch mode that adds the bytes of every new tensor storage an op returns and
+    subtracts them when the storage is freed; ``peak`` is the high-water mark.
+
+    Storage the pass did not create (inputs, parameters) is not counted. Scratch memory a
+    kernel allocates internally without returning it as a tensor is not seen.
+    """
+
+    def __init__(self) -> None:
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        tracker = self
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                tracker._see(out)
+                return out
+
+        self.mode = _Mode()
+        self.live: dict[int, int] = {}
+        self.current = 0
+        self.peak = 0
+        self._known: set[int] = set()
+
+    def remember_existing(self, *objs: Any) -> None:
+        """Storages that exist before the pass (never counted)."""
+        for t in _flat_tensors(objs):
+            self._known.add(t.untyped_storage().data_ptr())
+
+    def _release(self, key: int, nbytes: int) -> None:
+        if self.live.pop(key, None) is not None:
+            self.current -= nbytes
+
+    def _see(self, out: Any) -> None:
+        for t in _flat_tensors(out):
+            storage = t.untyped_storage()
+            key = id(storage)
+            if key in self.live or storage.data_ptr() in self._known or storage.device.type == "meta":
+                continue
+            nbytes = int(storage.nbytes())
+            self.live[key] = nbytes
+            self.current += nbytes
+            self.peak = max(self.peak, self.current)
+            weakref.finalize(storage, self._release, key, nbytes)
+
+    def __enter__(self) -> "StorageTracker":
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.mode.__exit__(*exc)
+
+
+def _peak_cpu(step: Callable[[], Any], existing: tuple = ()) -> Memory:
+    tracker = StorageTracker()
+    tracker.remember_existing(*existing)
+    with tracker:
+        out = step()
+    del out
+    return Memory(tracker.peak, CPU_MEMORY_METHOD)

@@ -1,0 +1,66 @@
+"""`yb trace`: sweep shapes, batches and layouts; pinpoint where a block or model breaks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from typing_extensions import Annotated
+
+from yoloblocks_cli.options import (ArgsOpt, DeviceOpt, DtypeOpt, JsonOpt, KwargsOpt, OutputOpt, PluginOpt,
+                                    SizeOpt, ThreadsOpt)
+
+SizesOpt = Annotated[Optional[List[str]], typer.Option(
+    "--sizes", help="Exact sizes to run (no derived sweep); repeat or comma-separate.")]
+BatchesOpt = Annotated[Optional[str], typer.Option(
+    "--batch", "-b", help="Batch sizes to run every shape at, e.g. 1,4 (default: 1, plus batch 2 at the base size).")]
+ScalesOpt = Annotated[Optional[str], typer.Option(
+    "--scales", help="Model scales to build, e.g. n,s,m (a hard-coded width breaks only at some).")]
+ProbesOpt = Annotated[str, typer.Option(
+    "--probes", help="Comma list of probes: sweep,finite,batch,channels-last,train,grads (or 'all').")]
+NoProbeOpt = Annotated[Optional[List[str]], typer.Option(
+    "--no-probe", help="Switch one probe off; repeatable.")]
+LayersOpt = Annotated[bool, typer.Option(
+    "--layers", help="Print the per-layer shape trace (first configuration and every failing one).")]
+JunitOpt = Annotated[Optional[Path], typer.Option(
+    "--junit", help="Write JUnit XML: one testcase per configuration x probe.")]
+TimeoutOpt = Annotated[Optional[float], typer.Option(
+    "--timeout", help="Seconds allowed per configuration; a late one is reported as 'timeout'.")]
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("trace")
+    def trace_cmd(
+        target: Annotated[str, typer.Argument(help="Block (name, module:Class, file.py:Class) or model YAML.")],
+        size: SizeOpt = [],  # noqa: B006 - typer needs a literal default
+        sizes: SizesOpt = None,
+        batch: BatchesOpt = None,
+        scales: ScalesOpt = None,
+        probes: ProbesOpt = "all",
+        no_probe: NoProbeOpt = None,
+        layers: LayersOpt = False,
+        args: ArgsOpt = None,
+        kwargs: KwargsOpt = None,
+        plugin: PluginOpt = None,
+        device: DeviceOpt = "cpu",
+        dtype: DtypeOpt = "fp32",
+        threads: ThreadsOpt = None,
+        timeout: TimeoutOpt = None,
+        json_out: JsonOpt = False,
+        output: OutputOpt = None,
+        junit: JunitOpt = None,
+    ) -> None:
+        """Sweep resolutions, batches and layouts; name the layer, line and cause of every failure.
+
+        Exit 0 when every probe passes, 1 when any fails, 2 on bad input.
+        """
+        from yoloblocks_cli.trace_run import TraceRequest, run_trace
+
+        req = TraceRequest(target=target, size=list(size or []), sizes=list(sizes or []), batch=batch,
+                           scales=scales, probes=probes, no_probe=list(no_probe or []), layers=layers,
+                           args=args, kwargs=list(kwargs or []), plugins=list(plugin or []), device=device,
+                           dtype=dtype, threads=threads, timeout=timeout, json_out=json_out, output=output, junit=junit)
+        code = run_trace(req)
+        if code:
+            raise typer.Exit(code)

@@ -1,0 +1,146 @@
+"""Report plumbing shared by every command: environment, JSON envelope, atomic writes, rich.
+
+The JSON envelope (schema ``yoloblocks.report/1``) is the contract CI scripts read; fields
+are added, never renamed, without a schema bump. Rich output degrades to plain text when
+stdout is not a terminal or ``NO_COLOR`` is set, so logs and pipes stay clean.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any, Iterator
+
+SCHEMA = "yoloblocks.report/1"
+
+
+def env_info(device: Any, dtype: Any, threads: int | None = None) -> dict[str, Any]:
+    """The ``env`` object: what the numbers were measured with."""
+    import torch
+
+    from yoloblocks_cli import __version__
+    from yoloblocks_cli.device import device_name, dtype_name
+
+    return {
+        "torch": torch.__version__,
+        "device": str(device),
+        "device_name": device_name(device),
+        "dtype": dtype_name(dtype),
+        "threads": int(threads if threads is not None else torch.get_num_threads()),
+        "yoloblocks": __version__,
+    }
+
+
+def base_report(command: str, target: str, env: dict[str, Any]) -> dict[str, Any]:
+    """The common fields every ``--json`` report starts with."""
+    return {"schema": SCHEMA, "command": command, "target": target, "env": dict(env)}
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: non-finite floats become null (json.dumps would write NaN, which is not JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def to_json(report: dict[str, Any]) -> str:
+    return json.dumps(_clean(report), indent=2, allow_nan=False) + "\n"
+
+
+def write_json(report: dict[str, Any], output_path: str | Path | None = None) -> None:
+    """Print the report to stdout, or write it atomically (temp file + ``os.replace``):
+    a reader never sees a half-written file."""
+    text = to_json(report)
+    if output_path is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    path = Path(output_path)
+    folder = path.parent if str(path.parent) else Path(".")
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+# ----------------------------------------------------------------------------- rich
+
+
+def plain_output(stream: Any = None) -> bool:
+    """No colours and no live spinners: not a terminal, or NO_COLOR set."""
+    stream = stream or sys.stdout
+    return bool(os.environ.get("NO_COLOR")) or not getattr(stream, "isatty", lambda: False)()
+
+
+def console(stderr: bool = False) -> Any:
+    """A rich Console that writes plain text when the stream is not a terminal or NO_COLOR is set."""
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    plain = plain_output(stream)
+    tty = getattr(stream, "isatty", lambda: False)()
+    # Not a terminal: rich would wrap at 80 columns; logs and files read better unwrapped.
+    width = None if tty else int(os.environ.get("COLUMNS") or 160)
+    return Console(file=stream, no_color=plain, color_system=None if plain else "auto", highlight=False,
+                   emoji=False, soft_wrap=False, width=width, force_terminal=None if not plain else False)
+
+
+@contextmanager
+def status(message: str) -> Iterator[Any]:
+    """A spinner on stderr while measuring, only on a terminal; yields a function to update its text."""
+    if plain_output(sys.stderr):
+        yield lambda text: None
+        return
+    con = console(stderr=True)
+    with con.status(message) as st:
+        yield lambda text: st.update(text)
+
+
+def human_count(n: int | float | None) -> str:
+    """3,157,200 -> '3.16 M'; None -> '-'."""
+    if n is None:
+        return "-"
+    n = float(n)
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n:.0f}"
+
+
+def human_bytes(n: int | None) -> str:
+    """Bytes in binary units (MiB), as allocators report them."""
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.2f} {unit}"
+        value /= 1024
+    return f"{value:.2f} TiB"
+
+
+def gflops(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1e9:.3f}"
+
+
+__all__ = ["SCHEMA", "env_info", "base_report", "write_json", "to_json", "console", "status", "plain_output",
+           "human_count", "human_bytes", "gflops", "nullcontext"]

@@ -1,0 +1,120 @@
+"""Terminal output of `yb trace`: configurations x probes table, failure details, layer traces."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from yoloblocks_cli.probes import Point, Target
+from yoloblocks_cli.trace import fmt_shape
+
+_CELL = {"pass": "[green]pass[/]", "fail": "[bold red]FAIL[/]", "skip": "[dim]-[/]", "timeout": "[bold red]timeout[/]"}
+
+
+def render(req: Any, kind: str, targets: Sequence[Target], probes: Sequence[str], points: Sequence[Point]) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console(highlight=False, soft_wrap=True)
+    for t in targets:
+        console.print(f"[bold]{escape(t.name)}[/]")
+    multi_scale = len(targets) > 1
+    table = Table(show_edge=False, pad_edge=False)
+    if multi_scale:
+        table.add_column("scale")
+    table.add_column("input (BxCxHxW)")
+    for name in probes:
+        table.add_column(name, justify="center")
+    table.add_column("output")
+    for p in points:
+        row = [p.scale or ""] if multi_scale else []
+        row.append(str(p.shape))
+        row += [_CELL.get(p.results[n].status, p.results[n].status) if n in p.results else "" for n in probes]
+        row.append(escape(fmt_shape(p.output_shape)))
+        table.add_row(*row)
+    console.print(table)
+
+    if req.layers and points:
+        shown = [points[0]] + [p for p in points[1:] if not p.ok]
+        for p in shown:
+            _layers(console, p, kind)
+
+    failed = [p for p in points if not p.ok]
+    for configs, name, r in _grouped_failures(failed):
+        console.print()
+        shown = ", ".join(configs[:6]) + (f", ... ({len(configs)} configurations)" if len(configs) > 6 else "")
+        console.print(f"[bold red]FAIL[/] {name} at {escape(shown)}")
+        f = r.failure
+        if f is None:
+            console.print(f"  {escape(r.detail)}")
+            continue
+        where = f" at layer {escape(str(f.layer))} ({escape(str(f.module))})" if f.layer is not None else ""
+        inp = f" input {fmt_shape(f.layer_input_shape)}" if f.layer_input_shape is not None else ""
+        console.print(f"  {escape(f.type)}{where}{inp}")
+        if f.inner:
+            console.print(f"    inside {escape(str(f.inner.get('path')))} ({escape(str(f.inner.get('module')))})"
+                          f" input {fmt_shape(f.inner.get('input_shape'))}")
+        if f.file:
+            console.print(f"  {escape(f.file)}:{f.line}")
+        console.print(f"  {escape(' '.join(line.strip() for line in f.message.splitlines()))}")
+        if f.hint:
+            console.print(f"  [yellow]hint:[/] {escape(f.hint)}")
+    n_pass = sum(p.ok for p in points)
+    console.print()
+    colour = "green" if not failed else "red"
+    console.print(f"[{colour}]{len(points)} configurations x {len(probes)} probes: "
+                  f"{n_pass} passed, {len(failed)} failed[/]")
+
+
+def _grouped_failures(points: Sequence[Point]) -> list[tuple[list[str], str, Any]]:
+    """One entry per distinct failure (probe, type, layer, file:line, cause), with the
+    configurations that hit it; details are shown from the first of them."""
+    groups: dict[tuple, tuple[list[str], str, Any]] = {}
+    for p in points:
+        for name, r in p.results.items():
+            if not r.failed:
+                continue
+            f = r.failure
+            key = (name, r.status) + ((f.type, str(f.layer), f.file, f.line, f.cause) if f else (r.detail,))
+            groups.setdefault(key, ([], name, r))[0].append(p.label)
+    return list(groups.values())
+
+
+def _layers(console: Any, p: Point, kind: str) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    t = Table(title=f"layers at {p.label}", show_edge=False, pad_edge=False, title_justify="left")
+    t.add_column("layer" if kind == "model" else "module")
+    t.add_column("type")
+    t.add_column("input")
+    t.add_column("output")
+    # Completion order puts children before parents; show calls as a depth-first outline.
+    for rec in _outline(p.layers):
+        indent = "" if kind == "model" else "  " * rec.depth
+        out = "[bold red]FAILED[/]" if rec.failed else fmt_shape(rec.output_shape)
+        t.add_row(indent + escape(rec.label), rec.module, fmt_shape(rec.input_shape), out)
+    console.print(t)
+
+
+def _outline(records: Sequence[Any]) -> list[Any]:
+    """Reorder completion-ordered records into call order (parents first)."""
+    out: list[Any] = []
+    pending: list[list[Any]] = []  # children collected for each open depth
+    for rec in records:
+        while len(pending) <= rec.depth + 1:
+            pending.append([])
+        children = pending[rec.depth + 1]
+        pending[rec.depth].append([rec, children[:]])
+        children.clear()
+    roots = next((level for level in pending if level), [])
+
+    def walk(node: list[Any]) -> None:
+        out.append(node[0])
+        for child in node[1]:
+            walk(child)
+
+    for node in roots:
+        walk(node)
+    # Records never completed (the failing call) are reported by the failure itself.
+    return out if out else list(records)

@@ -1,0 +1,385 @@
+"""`yb trace` orchestration: build the targets, sweep the configurations, render the results.
+
+Kept apart from the Typer command so tests and other commands can call :func:`sweep`
+directly, and from ``probes.py`` so the probes know nothing about the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from yoloblocks_cli.errors import UsageError
+from yoloblocks_cli.probes import Point, ProbeResult, Target, block_sweep, model_sweep, probe_names, run_point, with_batches
+from yoloblocks_cli.spec import Shape, parse_args_list, parse_block_sizes, parse_kwargs, parse_model_sizes
+from yoloblocks_cli.trace import ShapeTracer, fmt_shape
+
+SCHEMA = "yoloblocks.report/1"
+DEFAULT_BLOCK_SIZE = "64x20x20"  # the P5 map of a 640 image at width 64
+DEFAULT_MODEL_SIZE = "640"
+
+
+@dataclass
+class TraceRequest:
+    target: str
+    size: list[str] = field(default_factory=list)
+    sizes: list[str] = field(default_factory=list)
+    batch: str | None = None
+    scales: str | None = None
+    probes: str = "all"
+    no_probe: list[str] = field(default_factory=list)
+    layers: bool = False
+    args: str | None = None
+    kwargs: list[str] = field(default_factory=list)
+    plugins: list[Path] = field(default_factory=list)
+    device: str = "cpu"
+    dtype: str = "fp32"
+    threads: int | None = None
+    timeout: float | None = None
+    json_out: bool = False
+    output: Path | None = None
+    junit: Path | None = None
+
+
+# --- inputs ------------------------------------------------------------------------------------
+
+
+def parse_probes(text: str, disabled: Sequence[str] = ()) -> list[str]:
+    known = probe_names()
+    names = known if text.strip().lower() in ("", "all") else [p.strip() for p in text.split(",") if p.strip()]
+    for n in list(names) + list(disabled):
+        if n not in known:
+            raise UsageError(f"unknown probe '{n}': choose from {', '.join(known)}")
+    return [n for n in known if n in names and n not in disabled]
+
+
+def parse_batches(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"malformed --batch '{text}': expected integers such as 1,2") from None
+    if not values or any(v <= 0 for v in values):
+        raise UsageError(f"malformed --batch '{text}': batch sizes must be positive")
+    return values
+
+
+def is_model_target(text: str) -> bool:
+    if text.lower().endswith((".yaml", ".yml")):
+        return True
+    if ":" in text or text.endswith(".py"):
+        return False
+    try:
+        from yoloblocks_cli.yaml_model import resolve_model_path  # type: ignore[import-not-found]
+    except ImportError:
+        return False
+    try:
+        return resolve_model_path(text) is not None
+    except Exception:  # noqa: BLE001 - not a shipped model name: treat as a block
+        return False
+
+
+def resolve_device_dtype(device: str, dtype: str) -> tuple[Any, Any]:
+    try:
+        from yoloblocks_cli.device import resolve_device, resolve_dtype  # type: ignore[import-not-found]
+
+        return resolve_device(device), resolve_dtype(dtype)
+    except ImportError:
+        pass
+    # Stand-in until yoloblocks_cli.device lands (engine helper).
+    import torch
+
+    dtypes = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "half": torch.float16,
+              "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp64": torch.float64}
+    if dtype.lower() not in dtypes:
+        raise UsageError(f"unknown dtype '{dtype}': expected fp32, fp16 or bf16")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UsageError(f"malformed device '{device}': use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"CUDA requested ('{device}') but torch.cuda.is_available() is False; use --device cpu")
+    return dev, dtypes[dtype.lower()]
+
+
+def env_dict(device: Any, dtype: Any) -> dict[str, Any]:
+    try:
+        from yoloblocks_cli.report import env_info  # type: ignore[import-not-found]
+
+        return env_info(device, dtype, None)
+    except ImportError:
+        pass
+    import torch
+
+    from yoloblocks_cli import __version__
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return {"torch": torch.__version__, "device": str(device), "device_name": name,
+            "dtype": str(dtype).replace("torch.", ""), "threads": torch.get_num_threads(), "yoloblocks": __version__}
+
+
+# --- targets ------------------------------------------------------------------------------------
+
+
+def block_targets(req: TraceRequest, c1: int) -> list[Target]:
+    from yoloblocks_cli.load import load_block
+
+    spec = plugin_spec(req.target, req.plugins)
+    loaded = load_block(spec, c1, parse_args_list(req.args), parse_kwargs(req.kwargs))
+    tracer = ShapeTracer(loaded.module).attach()
+    return [Target(loaded.module, tracer, loaded.call, None, "block")]
+
+
+def model_layer_modules(built: Any) -> list[tuple[Any, Any]]:
+    """(YAML index, module) of each layer of a built model.
+
+    Reads, in order: ``built.layer_modules``; a ``module`` on each ``built.layers`` entry;
+    an ultralytics-style ``built.model.model`` list (index from each layer's ``.i``); the
+    top-level children when there is one per YAML layer.
+    """
+    import torch.nn as nn
+
+    explicit = getattr(built, "layer_modules", None)
+    if explicit:
+        return [(i, m) for i, m in explicit]
+    infos = list(getattr(built, "layers", None) or [])
+    mods = [getattr(info, "module", None) for info in infos]
+    if infos and all(isinstance(m, nn.Module) for m in mods):
+        return [(getattr(info, "index", pos), m) for pos, (info, m) in enumerate(zip(infos, mods))]
+    seq = getattr(built.model, "model", None)
+    if isinstance(seq, (nn.ModuleList, nn.Sequential)):
+        return [(getattr(m, "i", pos), m) for pos, m in enumerate(seq)]
+    children = list(built.model.children())
+    if infos and len(children) == len(infos):
+        return [(getattr(info, "index", pos), m) for pos, (info, m) in enumerate(zip(infos, children))]
+    return []
+
+
+def model_targets(req: TraceRequest) -> tuple[list[Target], int]:
+    try:
+        from yoloblocks_cli.yaml_model import build_model  # type: ignore[import-not-found]
+    except ImportError:
+        raise UsageError("model YAMLs need yoloblocks_cli.yaml_model, which this installation lacks") from None
+    scales = [s.strip() for s in req.scales.split(",") if s.strip()] if req.scales else [None]
+    targets, stride = [], 0
+    for scale in scales:
+        try:
+            built = build_model(req.target, scale=scale, plugins=tuple(str(p) for p in req.plugins))
+        except UsageError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one scale that cannot be built is a failed scale
+            targets.append(Target(None, None, f"{Path(req.target).name} (scale {scale})", scale, "model",
+                                  build_failure=build_failure(exc)))
+            continue
+        layer_mods = model_layer_modules(built)
+        tracer = ShapeTracer(built.model, layer_modules=layer_mods, only_layers=True).attach()
+        stride = max(stride, largest_stride(getattr(built, "stride", None)))
+        name = Path(req.target).name + (f" (scale {scale})" if scale else "")
+        targets.append(Target(built.model, tracer, name, getattr(built, "scale", None) or scale, "model"))
+    return targets, stride or 32  # 32: the P5 stride of every YOLO detector
+
+
+def largest_stride(value: Any) -> int:
+    """A model's stride as int, list or tensor -> its largest value (0 when unknown)."""
+    if value is None:
+        return 0
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return int(max(value)) if value else 0
+    return int(value)
+
+
+def build_failure(exc: BaseException) -> Any:
+    """A model that raised while being built (e.g. a block run once to learn its width)."""
+    import torch.nn as nn
+
+    from yoloblocks_cli.trace import locate
+
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    f = locate(cause, ShapeTracer(nn.Identity()), [], None)
+    f.layer = f.layer if f.layer != "<root>" else None
+    f.message = f"while building the model: {exc}" if cause is exc else f"{exc}"
+    return f
+
+
+def plugin_spec(target: str, plugins: Sequence[Path]) -> str:
+    """`yb trace MyBlock --plugin my_blocks.py`: a bare name defined in a plugin file."""
+    from yoloblocks_cli.load import import_file
+
+    if ":" in target:
+        return target
+    for p in plugins:
+        if isinstance(getattr(import_file(p), target, None), type):
+            return f"{p}:{target}"
+    return target
+
+
+def configurations(req: TraceRequest, kind: str, stride: int = 32) -> list[Shape]:
+    batches = parse_batches(req.batch)
+    if req.sizes:
+        shapes = (parse_block_sizes(req.sizes) if kind == "block" else parse_model_sizes(req.sizes))
+        return with_batches(shapes, batches) if batches else shapes
+    if kind == "block":
+        bases = parse_block_sizes(req.size or [DEFAULT_BLOCK_SIZE])
+        shapes = [s for b in bases for s in block_sweep(b)]
+    else:
+        bases = parse_model_sizes(req.size or [DEFAULT_MODEL_SIZE])
+        shapes = []
+        for b in bases:
+            if b.height != b.width:
+                shapes.append(b)
+            shapes += [s if b.channels == 3 else Shape(s.batch, b.channels, s.height, s.width)
+                       for s in model_sweep(max(b.height, b.width), stride)]
+    if batches:
+        shapes = with_batches([s.with_batch(1) for s in shapes], batches)
+    out: list[Shape] = []
+    for s in shapes:
+        if s not in out:
+            out.append(s)
+    return out
+
+
+# --- the sweep -----------------------------------------------------------------------------------
+
+
+def sweep(targets: Sequence[Target], shapes: Sequence[Shape], probes: Sequence[str], *, device: Any = None,
+          dtype: Any = None, timeout: float | None = None, record_layers: bool = False,
+          progress: Any = None) -> list[Point]:
+    """Every configuration (target x shape) through every probe; nothing stops the sweep."""
+    points = []
+    for target in targets:
+        if target.build_failure is not None:
+            for shape in shapes:
+                f = target.build_failure
+                points.append(Point(shape, target.scale, {"sweep": ProbeResult(
+                    "sweep", "fail", f"build failed: {f.type}: {f.message.splitlines()[0]}", f)}))
+                if progress is not None:
+                    progress()
+            continue
+        if device is not None:
+            target.module.to(device=device, dtype=dtype)
+        for shape in shapes:
+            points.append(run_point(target, shape, probes, device=device, dtype=dtype, timeout=timeout,
+                                    record_layers=record_layers))
+            if progress is not None:
+                progress()
+    return points
+
+
+def run_trace(req: TraceRequest) -> int:
+    probes = parse_probes(req.probes, req.no_probe)
+    if req.timeout is not None and req.timeout <= 0:
+        raise UsageError("--timeout must be a positive number of seconds")
+    kind = "model" if is_model_target(req.target) else "block"
+    device, dtype = resolve_device_dtype(req.device, req.dtype)
+    if req.threads is not None:
+        if req.threads <= 0:
+            raise UsageError("--threads must be a positive integer")
+        import torch
+
+        torch.set_num_threads(req.threads)
+    if kind == "block":
+        if req.scales:
+            raise UsageError("--scales applies to model YAMLs only")
+        shapes = configurations(req, "block")
+        targets = block_targets(req, shapes[0].channels)
+        if len({s.channels for s in shapes}) > 1:
+            raise UsageError("every size of a block sweep must have the same channel count")
+    else:
+        targets, stride = model_targets(req)
+        shapes = configurations(req, "model", stride)
+    show_progress = not req.json_out and sys.stderr.isatty()
+    total = len(targets) * len(shapes)
+    if show_progress:
+        from rich.progress import Progress
+
+        with Progress(transient=True) as bar:
+            task = bar.add_task(f"tracing {req.target}", total=total)
+            points = sweep(targets, shapes, probes, device=device, dtype=dtype, timeout=req.timeout,
+                           record_layers=req.layers, progress=lambda: bar.advance(task))
+    else:
+        points = sweep(targets, shapes, probes, device=device, dtype=dtype, timeout=req.timeout,
+                       record_layers=req.layers)
+    for t in targets:  # hooks on shared modules (ultralytics' one SiLU) must not outlive the run
+        if t.tracer is not None:
+            t.tracer.detach()
+    report = build_report(req, kind, targets, probes, points, env_dict(device, dtype))
+    if req.junit is not None:
+        write_junit_report(req.junit, req.target, probes, points)
+    if req.json_out or req.output is not None:
+        text = json.dumps(report, indent=2)
+        if req.output is not None:
+            req.output.parent.mkdir(parents=True, exist_ok=True)
+            req.output.write_text(text + "\n")
+        if req.json_out:
+            sys.stdout.write(text + "\n")
+    if not req.json_out:
+        from yoloblocks_cli.trace_render import render
+
+        render(req, kind, targets, probes, points)
+    return 0 if all(p.ok for p in points) else 1
+
+
+def build_report(req: TraceRequest, kind: str, targets: Sequence[Target], probes: Sequence[str],
+                 points: Sequence[Point], env: dict[str, Any]) -> dict[str, Any]:
+    try:
+        from yoloblocks_cli.report import base_report  # type: ignore[import-not-found]
+
+        report = base_report("trace", req.target, env)
+    except ImportError:
+        report = {"schema": SCHEMA, "command": "trace", "target": req.target, "env": env}
+    report.update({
+        "kind": kind,
+        "built": [t.name for t in targets],
+        "probes": list(probes),
+        "points": [point_json(p, req.layers) for p in points],
+        "passed": sum(p.ok for p in points),
+        "failed": sum(not p.ok for p in points),
+    })
+    return report
+
+
+def point_json(p: Point, layers: bool) -> dict[str, Any]:
+    d: dict[str, Any] = {"input_shape": list(p.shape.dims), "scale": p.scale, "ok": p.ok,
+                         "output_shape": p.output_shape}
+    err = p.error
+    if err is not None:
+        d["error"] = err.to_json()
+    d["probes"] = {name: r.to_json() for name, r in p.results.items()}
+    if layers:
+        d["layers"] = [{"layer": _int_or(r.label), "module": r.module, "input_shape": r.input_shape,
+                        "output_shape": r.output_shape, "depth": r.depth, "failed": r.failed} for r in p.layers]
+    return d
+
+
+def _int_or(label: str) -> Any:
+    return int(label) if label.isdigit() else label
+
+
+def write_junit_report(path: Path, target: str, probes: Sequence[str], points: Sequence[Point]) -> None:
+    from yoloblocks_cli.junit import Case, write_junit
+
+    cases = []
+    for p in points:
+        for name in probes:
+            r = p.results.get(name)
+            if r is None:
+                continue
+            f = r.failure
+            details = ""
+            if f is not None:
+                details = "\n".join(x for x in (
+                    f"{f.type}: {f.message}",
+                    f"layer: {f.layer} ({f.module}) input {fmt_shape(f.layer_input_shape)}",
+                    f"at: {f.file}:{f.line}" if f.file else "",
+                    f"hint: {f.hint}" if f.hint else "") if x)
+            status = {"pass": "pass", "skip": "skip"}.get(r.status, "fail")
+            cases.append(Case(classname=f"yb.trace.{target}", name=f"{p.label}::{name}", status=status,
+                              message=r.detail, details=details, error_type=f.type if f else "",
+                              seconds=r.seconds))
+    write_junit(path, f"yb trace {target}", cases)
