@@ -201,3 +201,43 @@ def test_cuda_sweep_measures_all_metrics(yb):
     point = report["targets"][0]["points"][-1]
     assert point["flops"] == 2 * 16 * 16 * 4096 and point["latency_ms"] > 0 and point["memory_bytes"] > 0
     assert abs(report["fits"][0]["slope"] - 1.0) < 1e-9
+
+
+def test_model_targets_use_the_yaml_builder_contract(yb, monkeypatch, tmp_path):
+    """Against a stand-in ``yoloblocks_cli.yaml_model`` with the agreed interface: a model
+    target is a .yaml file or a shipped short name, fed 3-channel images at each size."""
+    import types
+
+    import torch.nn as nn
+
+    calls = []
+
+    def resolve_model_path(name):
+        if name != "tinynet":
+            raise FileNotFoundError(name)
+        return tmp_path / "tinynet.yaml"
+
+    def build_model(path_or_name, scale=None, plugins=(), nc=None):
+        calls.append(path_or_name)
+        net = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1, bias=False), nn.Conv2d(8, 8, 3, 2, 1, bias=False))
+        return types.SimpleNamespace(model=net, layers=[], stride=[4])
+
+    fake = types.ModuleType("yoloblocks_cli.yaml_model")
+    fake.resolve_model_path, fake.build_model = resolve_model_path, build_model
+    monkeypatch.setitem(sys.modules, "yoloblocks_cli.yaml_model", fake)
+
+    from yoloblocks_cli import scaling
+
+    assert scaling.is_model_target("tinynet") and scaling.is_model_target("my/net.yaml")
+    assert not scaling.is_model_target("Conv") and not scaling.is_model_target("nope")
+    report = _json(yb("scale", "tinynet", "--metrics", "flops", "--json"))
+    assert calls == ["tinynet"]
+    assert report["targets"][0]["kind"] == "model" and report["channels"] == 3
+    assert report["sizes"] == [[128, 128], [128, 256], [256, 256], [256, 512], [512, 512], [512, 1024]]
+    # two stride-2 3x3 convs: 2*3*8*9 MACs per output pixel at H/2, 2*8*8*9 at H/4
+    assert [p["flops"] for p in report["targets"][0]["points"]] == [
+        2 * (3 * 8 * 9 * (h // 2) * (w // 2) + 8 * 8 * 9 * (h // 4) * (w // 4)) for h, w in report["sizes"]]
+    assert abs(report["fits"][0]["slope"] - 1.0) < 1e-9
+    result = yb("scale", "tinynet", "Conv", "--metrics", "flops")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: cannot scale blocks and models in one call: their inputs differ (C channels vs images)"
