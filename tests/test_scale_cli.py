@@ -42,14 +42,16 @@ def _json(result: subprocess.CompletedProcess) -> dict:
 
 
 def test_json_report_has_points_and_one_fit_per_target_and_metric(yb):
-    report = _json(yb("scale", "Conv", "C2f", "--metrics", "flops,memory", "--channels", "16", "--json"))
+    # memory costs a gc pass per size: a shorter sweep keeps this test quick
+    report = _json(yb("scale", "Conv", "C2f", "--metrics", "flops,memory", "--channels", "16", "--json",
+                      "--sizes", "8,8x16,16,16x32"))
     assert report["schema"] == "yoloblocks.report/1"
     assert report["command"] == "scale"
     assert report["target"] == "Conv, C2f"
     assert set(report["env"]) >= {"torch", "device", "device_name", "dtype", "threads", "yoloblocks"}
     assert report["env"]["device"] == "cpu"
     assert report["metrics"] == ["flops", "memory"]
-    assert report["sizes"] == [[8, 8], [8, 16], [16, 16], [16, 32], [32, 32], [32, 64], [64, 64]]
+    assert report["sizes"] == [[8, 8], [8, 16], [16, 16], [16, 32]]
     assert [t["target"] for t in report["targets"]] == ["Conv", "C2f"]
     conv = report["targets"][0]
     assert conv["call"] == "Conv(16, 16)"
@@ -60,7 +62,7 @@ def test_json_report_has_points_and_one_fit_per_target_and_metric(yb):
         ("Conv", "flops"), ("Conv", "memory"), ("C2f", "flops"), ("C2f", "memory")]
     for fit in report["fits"]:
         assert abs(fit["slope"] - 1.0) < 1e-9 and fit["r2"] == 1.0 and fit["stderr"] == 0.0
-        assert len(fit["local_slopes"]) == 6
+        assert len(fit["local_slopes"]) == 3 and fit["tail_slope"] == pytest.approx(1.0, abs=1e-9)
         assert "poly" not in fit  # standard convolutions get no attention decomposition
     assert report["fits"][0]["verdict"] == "FLOPs grow as N^1.00: linear"
     assert report["failed"] == 0
@@ -93,6 +95,8 @@ def test_attention_like_block_from_a_file_gets_the_polynomial_fit(yb, tmp_path):
 def test_terminal_output_has_tables_chart_and_verdicts(yb):
     result = yb("scale", "Conv", *FAST, "--ascii")
     assert result.returncode == 0, result.stderr
+    report = _json(yb("scale", "Conv", *FAST, "--json"))
+    assert report["sizes"] == [[8, 8], [8, 16], [16, 16], [16, 32], [32, 32], [32, 64], [64, 64]]
     out = result.stdout
     assert "cost vs tokens N = H×W (blocks at C=16, batch 1, cpu)" in out
     assert "o Conv  slope 1.00" in out  # the ASCII chart's legend

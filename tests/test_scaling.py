@@ -218,10 +218,11 @@ def test_softmax_attention_flops_are_exactly_8c2n_plus_4cn2_and_tend_to_quadrati
 
 def test_memory_sweep_of_a_conv_chain_counts_activations_exactly():
     model = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1)).eval()
+    sizes = scaling.DEFAULT_BLOCK_SIZES[:4]
     result = scaling.sweep("chain", "block", "chain", None, model, lambda h, w: torch.randn(1, 8, h, w),
-                           scaling.DEFAULT_BLOCK_SIZES, CPU, ("memory",))
+                           sizes, CPU, ("memory",))
     # conv1 output and relu output are alive together; the input and weights are not counted
-    assert [p.memory_bytes for p in result.points] == [2 * 8 * h * w * 4 for h, w in scaling.DEFAULT_BLOCK_SIZES]
+    assert [p.memory_bytes for p in result.points] == [2 * 8 * h * w * 4 for h, w in sizes]
     assert abs(result.fits[0].power.slope - 1.0) < 1e-9
 
 
@@ -233,10 +234,10 @@ def test_a_block_failing_at_some_sizes_keeps_the_fit_of_the_others():
             return x.flatten(2).view(b, c, n, n) * 2
 
     result = scaling.sweep("SquareOnly", "block", "SquareOnly()", None, SquareOnly(),
-                           lambda h, w: torch.randn(1, 4, h, w), scaling.DEFAULT_BLOCK_SIZES, CPU, ("memory",))
-    assert [(p.height, p.width) for p in result.failed] == [(8, 16), (16, 32), (32, 64)]
+                           lambda h, w: torch.randn(1, 4, h, w), scaling.DEFAULT_BLOCK_SIZES[:5], CPU, ("memory",))
+    assert [(p.height, p.width) for p in result.failed] == [(8, 16), (16, 32)]
     assert result.failed[0].error.startswith("RuntimeError: shape '[1, 4, 11, 11]' is invalid")
-    assert result.fits[0].power.n == 4 and abs(result.fits[0].power.slope - 1.0) < 1e-9
+    assert result.fits[0].power.n == 3 and abs(result.fits[0].power.slope - 1.0) < 1e-9
 
 
 # ------------------------------------------------------------------ seed blocks (seeds / mamba branches)
@@ -274,6 +275,7 @@ def test_mobile_mqa_tends_to_quadratic():
     # the default construction must be the one without K/V down-sampling
     target = scaling.load_target(name, 32, None, None, CPU, torch.float32)
     assert getattr(target.module, kv[0]) == 1, f"{target.call} down-samples K/V by default"
-    _, fit = _flops_fit(name, channels=32)
+    # up to 32x64 (N = 2048) keeps the test fast: the N^2 term already dominates there
+    _, fit = _flops_fit(name, channels=16, sizes=scaling.DEFAULT_BLOCK_SIZES[:-1])
     assert fit.local[-1]["slope"] > 1.8, fit.verdict
     assert fit.poly is not None and fit.poly.c2 > 0
