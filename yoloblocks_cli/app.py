@@ -29,6 +29,8 @@ COMMAND_MODULES = (
     "trace",
     "scale",
     "blocks",
+    "compare",
+    "check",
 )
 
 STATE = {"debug": False}

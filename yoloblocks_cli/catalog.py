@@ -119,19 +119,30 @@ def measure(info: Any, channels: int = REFERENCE_CHANNELS, hw: tuple[int, int] =
 
 
 def _scaling(spec: Any, channels: int) -> dict[str, Any]:
-    try:
-        from yoloblocks_cli.scaling import flops_exponent
-    except ImportError:
+    """Slope of log FLOPs against log(H*W) over `yb scale`'s default block sweep."""
+    import torch
+
+    from yoloblocks_cli.scaling import DEFAULT_BLOCK_SIZES, load_target, sweep
+
+    cpu = torch.device("cpu")
+    t = load_target(spec.text, channels, None, None, cpu, torch.float32)
+    result = sweep(t.name, t.kind, t.call, t.family, t.module, t.make_input, DEFAULT_BLOCK_SIZES, cpu, ("flops",))
+    fit = result.fits[0]
+    if fit.power is None:
         return {}
-    return {"flops_exponent": round(flops_exponent(spec.text, channels), 3)}
+    return {"flops_exponent": round(fit.power.slope, 3)}
 
 
-def _trace_status(name: str, channels: int) -> dict[str, Any]:
-    try:
-        from yoloblocks_cli.trace import rectangular_sweep_passes
-    except ImportError:
-        return {}
-    return {"passes_rectangular_sweep": rectangular_sweep_passes(name, channels)}
+def _trace_status(name: str, channels: int, hw: tuple[int, int] = (20, 20)) -> dict[str, Any]:
+    """Whether every configuration of `yb trace`'s default block sweep passes the shape probe."""
+    from yoloblocks_cli.probes import block_sweep
+    from yoloblocks_cli.spec import Shape
+    from yoloblocks_cli.trace_run import TraceRequest, block_targets, sweep
+
+    req = TraceRequest(target=name, size=[f"{channels}x{hw[0]}x{hw[1]}"])
+    targets = block_targets(req, channels)
+    points = sweep(targets, block_sweep(Shape(1, channels, *hw)), ["sweep"])
+    return {"passes_rectangular_sweep": all(p.ok for p in points)}
 
 
 PAGE_HEADER = """# Block catalog
