@@ -461,27 +461,17 @@ class Target:
 
 
 def is_model_target(text: str) -> bool:
-    """A YAML file, or a name that is not a block but is a shipped model (``yolov8n``)."""
+    """A registered block is a block; otherwise the shared rule of ``yoloblocks_cli.targets``
+    (a YAML file or a shipped model short name such as ``yolov8n``) decides."""
     t = text.strip()
-    if t.lower().endswith((".yaml", ".yml")):
-        return True
-    if ":" in t:
-        return False
-    from blocks.registry import find_block
+    if not t.lower().endswith((".yaml", ".yml")) and ":" not in t:
+        from blocks.registry import find_block
 
-    if find_block(t) is not None:
-        return False
-    try:
-        from yoloblocks_cli.yaml_model import resolve_model_path
-    except ModuleNotFoundError as exc:
-        if exc.name != "yoloblocks_cli.yaml_model":
-            raise
-        return False
-    try:
-        resolve_model_path(t)
-    except Exception:
-        return False
-    return True
+        if find_block(t) is not None:
+            return False
+    from yoloblocks_cli.targets import is_model
+
+    return is_model(t)
 
 
 def load_target(text: str, channels: int, args: list | None, kwargs: dict[str, Any] | None,
@@ -490,6 +480,8 @@ def load_target(text: str, channels: int, args: list | None, kwargs: dict[str, A
     import torch
 
     if is_model_target(text):
+        if args or kwargs:
+            raise UsageError(f"{text} is a model: --args/--kwargs apply to blocks only")
         try:
             from yoloblocks_cli.yaml_model import build_model
         except ModuleNotFoundError as exc:
