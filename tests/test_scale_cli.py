@@ -245,3 +245,11 @@ def test_model_targets_use_the_yaml_builder_contract(yb, monkeypatch, tmp_path):
     result = yb("scale", "tinynet", "Conv", "--metrics", "flops")
     assert result.returncode == 2
     assert result.stderr.strip() == "error: cannot scale blocks and models in one call: their inputs differ (C channels vs images)"
+
+
+def test_scale_help_does_not_import_torch():
+    code = ("import sys\nfrom yoloblocks_cli.app import main\ntry:\n    main(['scale', '--help'])\n"
+            "except SystemExit:\n    pass\nprint('TORCH' if 'torch' in sys.modules else 'NO-TORCH')\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=_env())
+    assert "--channels" in result.stdout and "--plot" in result.stdout
+    assert result.stdout.strip().endswith("NO-TORCH")

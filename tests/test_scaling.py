@@ -135,6 +135,15 @@ def test_verdict_names_the_large_n_tendency():
     assert scaling.tail_slope(tokens[:3], costs[:3]) is None
 
 
+def test_verdict_names_a_drop_in_a_deterministic_metric():
+    tokens = [64, 128, 256, 512]
+    costs = [64.0, 128.0, 32.0, 64.0]  # a kernel switch between 128 and 256 tokens
+    fit = scaling.fit_power(tokens, costs)
+    local = scaling.local_slopes(tokens, costs)
+    assert scaling.verdict("memory", fit, None, local).endswith("; drops from N=128 to N=256 (another code path)")
+    assert "drops" not in scaling.verdict("latency", fit, None, local)  # latency noise is not a finding
+
+
 @pytest.mark.parametrize("text, expected", [
     ("flops", ("flops",)), ("memory,flops", ("flops", "memory")), ("latency, flops,latency", ("flops", "latency")),
 ])
@@ -279,3 +288,18 @@ def test_mobile_mqa_tends_to_quadratic():
     _, fit = _flops_fit(name, channels=16, sizes=scaling.DEFAULT_BLOCK_SIZES[:-1])
     assert fit.local[-1]["slope"] > 1.8, fit.verdict
     assert fit.poly is not None and fit.poly.c2 > 0
+
+
+def test_terminal_chart_places_points_and_fit_exactly():
+    from yoloblocks_cli.termchart import Series, loglog_chart
+
+    lines = loglog_chart([Series("lin", [(10, 10), (100, 100), (1000, 1000)], 1.0, 0.0)],
+                         width=7, height=4, ascii=True)
+    # decades: 10 at the bottom-left, 1k at the top-right, 100 in the middle (rounded half to even)
+    assert lines[:4] == [
+        "1k |     .o",
+        "   |   o.  ",
+        "   |  .    ",
+        "10 |o.     ",
+    ]
+    assert lines[4:] == ["   +-------", "    10   1k", "    N (log)", "    o lin  slope 1.00"]
