@@ -187,8 +187,9 @@ def run_check(cfg: CheckConfig, *, update_baseline: bool = False, threads: int |
     report["counter"] = cfg.counter
     report["targets"] = [{**m.as_json(), **extra.get(m.name, {})} for m in measurements]
     report["checks"] = [f.as_json() for f in findings]
-    report["passed"] = sum(f.ok for f in findings)
+    report["passed"] = sum(f.ok and not f.skipped for f in findings)
     report["failed"] = sum(not f.ok for f in findings)
+    report["skipped"] = sum(f.skipped for f in findings)
     report["ok"] = report["failed"] == 0
     if update_baseline:
         if cfg.baseline is None:

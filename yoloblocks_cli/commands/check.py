@@ -61,7 +61,7 @@ def _render(result) -> None:
     from yoloblocks_cli.report import console
 
     out = console()
-    table = Table(title=f"yb check ({result.config.path.name}, {result.config.device}, {result.config.dtype})")
+    table = Table(title_justify="left", title=f"yb check ({result.config.path.name}, {result.config.device}, {result.config.dtype})")
     for name in ("Target", "Check", "Result", "Detail"):
         table.add_column(name)
     for f in result.findings:

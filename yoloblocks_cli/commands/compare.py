@@ -56,15 +56,16 @@ def register(app: typer.Typer) -> None:
         if markdown:
             typer.echo(compare_markdown(results, environment), nl=False)
             return
+        from rich.markup import escape
         from rich.table import Table
 
         headers, rows = compare_table(results)
-        table = Table(title=f"yb compare on {environment.get('device_name') or environment.get('device')}"
+        table = Table(title_justify="left", title=f"yb compare on {environment.get('device_name') or environment.get('device')}"
                             f" ({dtype})")
         for i, h in enumerate(headers):
             table.add_column(h, justify="right" if i >= 2 else "left")
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*(escape(c) for c in row))
         out = console()
         out.print(table)
         notes = ["FLOPs = 2 x MACs"]
@@ -72,6 +73,6 @@ def register(app: typer.Typer) -> None:
             notes.append(f"latency: median of {rounds} interleaved rounds")
         notes.append(f"deltas against {results[0].target}")
         out.print("; ".join(notes))
-        uncounted = {u for m in results for u in m.uncounted}
-        for u in sorted(uncounted):
-            out.print(f"note: {u}")
+        for m in results:
+            for u in m.uncounted:
+                out.print(f"note: {escape(m.target)}: {escape(u)}")
