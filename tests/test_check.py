@@ -320,6 +320,8 @@ def yb_in(tmp_path: Path, capsys, *args: str) -> tuple[int, str, str]:
 
 PASSING = f"""
     reference = "c2f"
+    rounds = 2
+    warmup = 0
 
     [blocks.c2f]
     block = "C2f"
@@ -427,3 +429,31 @@ def test_check_cli_exit_code_in_a_subprocess(tmp_path):
                           capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=300)
     assert proc.returncode == 1, proc.stderr
     assert "params 1,888 > max_params 1,887 (+1, 0.1% over)" in proc.stdout
+
+
+def test_tiny_latency_ratio_keeps_significant_digits():
+    (f,) = evaluate_budgets(_m(ratio=0.004213, ref="c2f"), Budgets(max_latency_ratio=2))
+    assert f.message == "latency 0.00421x c2f <= 2x"
+
+
+# ----------------------------------------------------------------------------- CI files
+
+
+def test_documented_workflow_is_the_shipped_file_and_valid_yaml():
+    import yaml
+
+    shipped = (ROOT / "docs" / "examples" / "yb-check.yml").read_text(encoding="utf-8")
+    doc = (ROOT / "docs" / "check.md").read_text(encoding="utf-8")
+    assert "```yaml\n" + shipped.rstrip() + "\n```" in doc
+    flow = yaml.safe_load(shipped)
+    steps = flow["jobs"]["yb-check"]["steps"]
+    run = next(s for s in steps if s.get("name") == "yb check")
+    assert run["shell"] == "bash" and run["run"].startswith("yb check --junit yb-check.xml --markdown")
+
+
+def test_pre_commit_hook_definition():
+    import yaml
+
+    (hook,) = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text(encoding="utf-8"))
+    assert (hook["id"], hook["entry"], hook["language"], hook["pass_filenames"]) == (
+        "yb-check", "yb check", "system", False)
