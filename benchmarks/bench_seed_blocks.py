@@ -200,7 +200,7 @@ class PublishedS2(nn.Module):
 # --- timing ------------------------------------------------------------------------------
 
 
-def paired_timings(pub, fixed, x: torch.Tensor, rounds: int, min_time: float = 0.05):
+def paired_timings(pub, fixed, x: torch.Tensor, rounds: int, min_time: float = 0.02):
     """Per-call ms of both modules over `rounds` interleaved rounds (order alternating).
 
     The machine is shared: interleaving makes each round's ratio compare the two modules
@@ -243,7 +243,7 @@ def cases():
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=21)
+    ap.add_argument("--repeats", type=int, default=41)
     ap.add_argument("--only", default="", help="run only blocks whose label contains this text")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -12,3 +12,4 @@ from blocks import csp  # noqa: F401,E402
 from blocks import gelan  # noqa: F401,E402
 from blocks import torch_nn  # noqa: F401,E402
 from blocks import attention  # noqa: F401,E402
+from blocks import mamba  # noqa: F401,E402

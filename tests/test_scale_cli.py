@@ -110,6 +110,9 @@ def test_plot_writes_a_figure(yb, tmp_path, suffix, magic):
     assert out.read_bytes().startswith(magic)
     assert f"wrote {out}" in result.stdout
     assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no temporary file left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
     if suffix == ".svg":
         text = out.read_text()
         assert "Conv: N^1.00 (R² 1.000)" in text and "tokens N = H × W" in text

@@ -118,11 +118,21 @@ def test_verdict_names_the_large_n_tendency():
     tokens = TOKENS
     costs = [2048.0 * n + 8.0 * n * n for n in tokens]
     fit = scaling.fit_power(tokens, costs)
-    text = scaling.verdict("flops", fit, scaling.local_slopes(tokens, costs))
+    tail = scaling.tail_slope(tokens, costs)
+    # the tail is the OLS slope over 1024, 2048, 4096
+    assert tail == pytest.approx(scaling.fit_power(tokens[-3:], costs[-3:]).slope, abs=1e-12)
+    assert 1.85 < tail < 2.0
+    text = scaling.verdict("flops", fit, tail)
     assert text == f"FLOPs grow as N^{fit.slope:.2f}: between linear and quadratic; tends to N^2 at large N"
     linear = scaling.fit_power(tokens, [float(n) for n in tokens])
-    assert scaling.verdict("memory", linear, scaling.local_slopes(tokens, [float(n) for n in tokens])) == \
-        "peak memory grows as N^1.00: linear"
+    assert scaling.verdict("memory", linear, 1.0) == "peak memory grows as N^1.00: linear"
+    # same band but a gap over 0.10: named with two decimals
+    assert scaling.verdict("latency", linear, 1.25).endswith("; tends to N^1.25 at large N")
+    # a gap under 0.10 that crosses a band edge is named too
+    near = scaling.PowerFit(1.84, 0.01, 0.0, 0.999, 7)
+    assert scaling.verdict("flops", near, 1.9) == \
+        "FLOPs grow as N^1.84: between linear and quadratic; tends to N^2 at large N"
+    assert scaling.tail_slope(tokens[:3], costs[:3]) is None
 
 
 @pytest.mark.parametrize("text, expected", [

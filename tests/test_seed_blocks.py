@@ -317,3 +317,40 @@ def test_fla_inference_cache_follows_parameter_updates():
     assert not torch.allclose(after, before)
     m.train()(x).sum().backward()  # with autograd the table is resized afresh and gets gradients
     assert m.positional_encoding.grad.abs().sum() > 0
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", FACTORIES)
+def test_cuda_fp16_matches_cpu_fp32(name):
+    m = _block(name)
+    x = torch.randn(2, C, 7, 10)
+    with torch.no_grad():
+        y32 = m(x)
+        y = m.cuda().half()(x.cuda().half()).float().cpu()
+    assert torch.isfinite(y).all()
+    torch.testing.assert_close(y, y32, rtol=0.05, atol=0.05 * y32.abs().max().item())
+
+
+# --- FLOP counting: thop (ultralytics' counter) must see what the dispatch counter sees ----
+
+
+@pytest.mark.parametrize("name,hw,fused", [("mlla", (5, 7), False), ("fla", (5, 7), False),
+                                           ("fla", (2, 3), False), ("mqa", (5, 7), False),
+                                           ("mqa", (5, 7), True)])
+def test_thop_counts_every_product(name, hw, fused, monkeypatch):
+    # The projections run as 1x1 convolutions on the Linear weights and MQA may use fused
+    # attention: neither is visible to thop hooks, so the blocks declare MAC rules. With
+    # them thop's MACs equal the dispatch counter's FLOPs / 2 (matmuls and convs only here).
+    flops = pytest.importorskip("yoloblocks_cli.flops")
+    monkeypatch.setattr(mobile_mqa, "EXPLICIT_MAX_SCORES", 0 if fused else 1 << 24)
+    m = _block(name)
+    x = torch.randn(2, C, *hw)
+    assert flops.thop_macs(m, x) == flops.torch_flops(m, x) // 2
+
+
+def test_mlla_macs_rule_equals_the_published_modules_thop_count():
+    # published MLLA at C=64, 20x20, batch 1, as thop counts it: qk Linear 400*64*128,
+    # LePE 400*64*9, and the three attention products 400*64*(1 + 2*16)
+    flops = pytest.importorskip("yoloblocks_cli.flops")
+    assert flops.thop_macs(MLLAttention(64), torch.randn(1, 64, 20, 20)) == 3_276_800 + 230_400 + 844_800

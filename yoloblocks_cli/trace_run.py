@@ -37,6 +37,7 @@ class TraceRequest:
     plugins: list[Path] = field(default_factory=list)
     device: str = "cpu"
     dtype: str = "fp32"
+    threads: int | None = None
     timeout: float | None = None
     json_out: bool = False
     output: Path | None = None
@@ -95,13 +96,13 @@ def resolve_device_dtype(device: str, dtype: str) -> tuple[Any, Any]:
     dtypes = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "half": torch.float16,
               "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp64": torch.float64}
     if dtype.lower() not in dtypes:
-        raise UsageError(f"unknown dtype '{dtype}': choose fp32, fp16 or bf16")
+        raise UsageError(f"unknown dtype '{dtype}': expected fp32, fp16 or bf16")
     try:
         dev = torch.device(device)
     except RuntimeError:
         raise UsageError(f"malformed device '{device}': use cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device '{device}' requested but CUDA is not available")
+        raise UsageError(f"CUDA requested ('{device}') but torch.cuda.is_available() is False; use --device cpu")
     return dev, dtypes[dtype.lower()]
 
 
@@ -134,14 +135,28 @@ def block_targets(req: TraceRequest, c1: int) -> list[Target]:
 
 
 def model_layer_modules(built: Any) -> list[tuple[Any, Any]]:
-    """(YAML index, module) of each layer of a built model."""
+    """(YAML index, module) of each layer of a built model.
+
+    Reads, in order: ``built.layer_modules``; a ``module`` on each ``built.layers`` entry;
+    an ultralytics-style ``built.model.model`` list (index from each layer's ``.i``); the
+    top-level children when there is one per YAML layer.
+    """
+    import torch.nn as nn
+
+    explicit = getattr(built, "layer_modules", None)
+    if explicit:
+        return [(i, m) for i, m in explicit]
+    infos = list(getattr(built, "layers", None) or [])
+    mods = [getattr(info, "module", None) for info in infos]
+    if infos and all(isinstance(m, nn.Module) for m in mods):
+        return [(getattr(info, "index", pos), m) for pos, (info, m) in enumerate(zip(infos, mods))]
     seq = getattr(built.model, "model", None)
-    if seq is None:
-        return []
-    out = []
-    for pos, mod in enumerate(seq):
-        out.append((getattr(mod, "i", pos), mod))
-    return out
+    if isinstance(seq, (nn.ModuleList, nn.Sequential)):
+        return [(getattr(m, "i", pos), m) for pos, m in enumerate(seq)]
+    children = list(built.model.children())
+    if infos and len(children) == len(infos):
+        return [(getattr(info, "index", pos), m) for pos, (info, m) in enumerate(zip(infos, children))]
+    return []
 
 
 def model_targets(req: TraceRequest) -> tuple[list[Target], int]:
@@ -150,10 +165,10 @@ def model_targets(req: TraceRequest) -> tuple[list[Target], int]:
     except ImportError:
         raise UsageError("model YAMLs need yoloblocks_cli.yaml_model, which this installation lacks") from None
     scales = [s.strip() for s in req.scales.split(",") if s.strip()] if req.scales else [None]
-    targets, stride = [], 32
+    targets, stride = [], 0
     for scale in scales:
         try:
-            built = build_model(req.target, scale=scale, plugins=tuple(req.plugins))
+            built = build_model(req.target, scale=scale, plugins=tuple(str(p) for p in req.plugins))
         except UsageError:
             raise
         except Exception as exc:  # noqa: BLE001 - one scale that cannot be built is a failed scale
@@ -162,11 +177,21 @@ def model_targets(req: TraceRequest) -> tuple[list[Target], int]:
             continue
         layer_mods = model_layer_modules(built)
         tracer = ShapeTracer(built.model, layer_modules=layer_mods, only_layers=True).attach()
-        s = built.stride
-        stride = max(stride, int(max(s.tolist() if hasattr(s, "tolist") else s))) if s is not None else stride
+        stride = max(stride, largest_stride(getattr(built, "stride", None)))
         name = Path(req.target).name + (f" (scale {scale})" if scale else "")
         targets.append(Target(built.model, tracer, name, getattr(built, "scale", None) or scale, "model"))
-    return targets, stride
+    return targets, stride or 32  # 32: the P5 stride of every YOLO detector
+
+
+def largest_stride(value: Any) -> int:
+    """A model's stride as int, list or tensor -> its largest value (0 when unknown)."""
+    if value is None:
+        return 0
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return int(max(value)) if value else 0
+    return int(value)
 
 
 def build_failure(exc: BaseException) -> Any:
@@ -252,6 +277,12 @@ def run_trace(req: TraceRequest) -> int:
         raise UsageError("--timeout must be a positive number of seconds")
     kind = "model" if is_model_target(req.target) else "block"
     device, dtype = resolve_device_dtype(req.device, req.dtype)
+    if req.threads is not None:
+        if req.threads <= 0:
+            raise UsageError("--threads must be a positive integer")
+        import torch
+
+        torch.set_num_threads(req.threads)
     if kind == "block":
         if req.scales:
             raise UsageError("--scales applies to model YAMLs only")
@@ -274,6 +305,9 @@ def run_trace(req: TraceRequest) -> int:
     else:
         points = sweep(targets, shapes, probes, device=device, dtype=dtype, timeout=req.timeout,
                        record_layers=req.layers)
+    for t in targets:  # hooks on shared modules (ultralytics' one SiLU) must not outlive the run
+        if t.tracer is not None:
+            t.tracer.detach()
     report = build_report(req, kind, targets, probes, points, env_dict(device, dtype))
     if req.junit is not None:
         write_junit_report(req.junit, req.target, probes, points)
@@ -319,7 +353,7 @@ def point_json(p: Point, layers: bool) -> dict[str, Any]:
     d["probes"] = {name: r.to_json() for name, r in p.results.items()}
     if layers:
         d["layers"] = [{"layer": _int_or(r.label), "module": r.module, "input_shape": r.input_shape,
-                        "output_shape": r.output_shape, "depth": r.depth} for r in p.layers]
+                        "output_shape": r.output_shape, "depth": r.depth, "failed": r.failed} for r in p.layers]
     return d
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from blocks.conventions import Convention, LayerContext, Resolved, register_convention
+from blocks.flop_formulas import register_op_formula
 
 
 def _resolve_nominal(ctx: LayerContext) -> Resolved:
@@ -32,3 +33,13 @@ def like_input_format(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         return out.contiguous(memory_format=torch.channels_last)
     return out
+
+
+@register_op_formula("aten::scaled_dot_product_attention")  # what fvcore's JIT trace shows
+@register_op_formula("aten::_scaled_dot_product_flash_attention_for_cpu")
+def _sdpa_cpu_flops(q_shape, k_shape, v_shape, *_, **__) -> int:
+    """Fused attention: torch's FLOP counter has formulas for the CUDA kernels only, fvcore none.
+    (B, H, L, E) x (B, H, S, E) scores, then (B, H, L, S) x (B, H, S, Ev): 2 MACs-worth each."""
+    b, h, n_q, e = q_shape
+    s, ev = k_shape[-2], v_shape[-1]
+    return 2 * b * h * n_q * s * (e + ev)

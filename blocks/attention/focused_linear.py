@@ -27,9 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from blocks.attention.common import PRESERVE_NOMINAL, like_input_format
+from blocks.flop_formulas import register_module_macs
 from blocks.registry import register_block
 
-_SOURCE = "FLatten Transformer, arXiv:2308.00442 (LeapLabTHU/FLatten-Transformer); seed article 001"
+_SOURCE = "FLatten Transformer, arXiv:2308.00442 (seed 001)"
 
 
 def resize_positional_table(table: torch.Tensor, grid: tuple[int, int], hw: tuple[int, int],
@@ -140,3 +141,16 @@ class FocusedLinearAttention(nn.Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, num_heads={self.num_heads}, window_size={self.window_size}"
+
+
+@register_module_macs(FocusedLinearAttention)
+def _fla_macs(m: FocusedLinearAttention, inputs: tuple, output: torch.Tensor) -> int:
+    """MACs thop cannot see: ``qkv`` and ``proj`` (computed as 1x1 convs on their weights) and
+    the attention products of the branch the block takes. ``dwc`` is a child module, counted by
+    its own rule. (thop's count of the published module misses its three-operand einsum.)"""
+    b, c, h, w = inputs[0].shape
+    n, hd = h * w, c // m.num_heads
+    linears = b * n * c * 4 * c
+    z = b * n * c  # phi(q) . sum phi(k), per head
+    products = 2 * b * n * c * hd if n > hd else 2 * b * n * n * c
+    return linears + z + products

@@ -29,9 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from blocks.attention.common import like_input_format
+from blocks.flop_formulas import register_module_macs
 from blocks.registry import register_block
 
-_SOURCE = "MLLA, arXiv:2405.16605 (LeapLabTHU/MLLA); seed article 000"
+_SOURCE = "MLLA, arXiv:2405.16605 (seed 000)"
 
 
 @functools.lru_cache(maxsize=64)
@@ -126,3 +127,13 @@ class MLLAttention(nn.Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, num_heads={self.num_heads}"
+
+
+@register_module_macs(MLLAttention)
+def _mlla_macs(m: MLLAttention, inputs: tuple, output: torch.Tensor) -> int:
+    """MACs thop cannot see: the ``qk`` projection (computed as a 1x1 conv on its weight, so its
+    Linear hook never fires) and the three attention products. LePE is a child module, counted
+    by its own rule. Equal to thop's count of the published module, which calls ``qk``."""
+    b, c, h, w = inputs[0].shape
+    n, hd = h * w, c // m.num_heads
+    return b * n * c * 2 * c + b * n * c * (1 + 2 * hd)

@@ -34,6 +34,7 @@ from torch import nn
 
 from blocks.attention.common import like_input_format
 from blocks.conv import Conv
+from blocks.flop_formulas import register_module_macs
 from blocks.gelan import RepNCSP
 from blocks.registry import register_block
 
@@ -41,7 +42,7 @@ from blocks.registry import register_block
 # matmul + softmax to fused attention, which never materialises the score matrix.
 EXPLICIT_MAX_SCORES = 1 << 24
 
-_SOURCE = "MobileNetV4 Mobile MQA, arXiv:2404.10518 (tensorflow/models nn_blocks.py); seed article 002"
+_SOURCE = "MobileNetV4 Mobile MQA, arXiv:2404.10518 (seed 002)"
 
 
 def conv_norm(c1: int, c2: int, k: int = 1, s: int = 1, groups: int = 1, norm: bool = False) -> nn.Sequential:
@@ -98,8 +99,8 @@ class MultiQueryAttentionLayerWithDownSampling(nn.Module):
         # Fused attention (flash / memory-efficient): the score matrix is never stored. K and
         # V are shared, so the heads are stacked with the query positions: (B, 1, heads*L, dk).
         q = q.transpose(-2, -1).reshape(b, 1, heads * n_q, dk)
-        o = F.scaled_dot_product_attention(q, k.transpose(-2, -1).unsqueeze(1), v.transpose(-2, -1).unsqueeze(1),
-                                           dropout_p=drop, scale=self.scale)  # (B, 1, heads*L, dv)
+        k, v = (t.transpose(-2, -1).contiguous().unsqueeze(1) for t in (k, v))  # fused kernels want d last
+        o = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, scale=self.scale)  # (B, 1, heads*L, dv)
         return o.view(b, heads, n_q, self.value_dim).transpose(-2, -1)
 
     @property
@@ -126,7 +127,21 @@ class MultiQueryAttentionLayerWithDownSampling(nn.Module):
         return like_input_format(self._output_proj(o), x)
 
 
-@register_block("c1_c2", family="attention", source=_SOURCE + "; YOLOv9 (arXiv:2402.13616) RepNCSPELAN4",
+@register_module_macs(MultiQueryAttentionLayerWithDownSampling)
+def _mqa_macs(m: MultiQueryAttentionLayerWithDownSampling, inputs: tuple, output: torch.Tensor) -> int:
+    """The attention products, whichever path computes them (fused attention is invisible to
+    thop). The projections and down-sampling convs are child modules with their own rules."""
+    b, _, h, w = inputs[0].shape
+    n_q = -(-h // m.query_h_strides) * -(-w // m.query_w_strides) if m.downsamples_query else h * w
+    if m.kv_strides > 1:
+        pad, k, s = (m.dw_kernel_size - 1) // 2, m.dw_kernel_size, m.kv_strides
+        p = ((h + 2 * pad - k) // s + 1) * ((w + 2 * pad - k) // s + 1)
+    else:
+        p = h * w
+    return b * m.num_heads * n_q * p * (m.key_dim + m.value_dim)
+
+
+@register_block("c1_c2", family="attention", source=_SOURCE + " in YOLOv9 RepNCSPELAN4, arXiv:2402.13616",
                 default_args=lambda c1: (2 * c1, c1, c1 // 2, 1))
 class MMQARepNCSPELAN4(nn.Module):
     """YOLOv9 RepNCSPELAN4 whose two 3x3 convs are replaced by Mobile MQA (8 heads, key/value dim 48)."""

@@ -29,7 +29,7 @@ from torch import nn
 from blocks.attention.common import PRESERVE_NOMINAL
 from blocks.registry import register_block
 
-_SOURCE = "S2-MLPv2, arXiv:2108.01072; seed article 004"
+_SOURCE = "S2-MLPv2, arXiv:2108.01072 (seed 004)"
 
 # (axis, direction) per channel quarter: axis 1 = rows (H), 2 = columns (W) of (B, H, W, C);
 # +1 moves content to larger indices. Order as in the paper's two shift variants.
