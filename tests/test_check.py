@@ -457,3 +457,47 @@ def test_pre_commit_hook_definition():
     (hook,) = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text(encoding="utf-8"))
     assert (hook["id"], hook["entry"], hook["language"], hook["pass_filenames"]) == (
         "yb-check", "yb check", "system", False)
+
+
+# ----------------------------------------------------------------------------- models
+
+
+@pytest.fixture
+def fake_models(monkeypatch):
+    """A stand-in for yoloblocks_cli.yaml_model: records calls, builds a tiny two-layer 'model'."""
+    import sys
+    import types
+
+    import torch.nn as nn
+
+    calls = []
+    fake = types.ModuleType("yoloblocks_cli.yaml_model")
+
+    def resolve_model_path(name):
+        if name != "tiny":
+            raise FileNotFoundError(name)
+        return Path("tiny.yaml")
+
+    def build_model(name, scale=None, plugins=(), nc=None):
+        calls.append((name, scale, tuple(plugins), nc))
+        layers = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.Conv2d(8, 4, 1))  # 224 + 36 params
+        return types.SimpleNamespace(model=nn.Sequential(layers), layers=[], stride=[2])
+
+    fake.resolve_model_path, fake.build_model = resolve_model_path, build_model
+    monkeypatch.setitem(sys.modules, "yoloblocks_cli.yaml_model", fake)
+    return calls
+
+
+def test_models_are_built_by_the_yaml_helper_and_checked(tmp_path, capsys, fake_models):
+    _write(tmp_path, '[models.tiny]\nscale = "n"\nnc = 3\nsize = 32\nsweep = [32, "32x24"]\nmax_params = 260\n'
+                     '[models.other]\nmodel = "nets/other.yaml"\nsize = "2x3x16x16"\nmax_params = 259\n')
+    code, out, _ = yb_in(tmp_path, capsys, "check", "--json")
+    report = json.loads(out)
+    assert code == 1
+    assert fake_models == [("tiny", "n", (), 3), ("nets/other.yaml", None, (), None)]
+    assert [(t["name"], t["kind"], t["target"], t["input_shape"], t["params"]["total"])
+            for t in report["targets"]] == [("tiny", "model", "tiny (scale n)", [1, 3, 32, 32], 260),
+                                            ("other", "model", "nets/other.yaml", [2, 3, 16, 16], 260)]
+    verdicts = {(c["target"], c["check"]): c["ok"] for c in report["checks"]}
+    assert verdicts == {("tiny", "max_params"): True, ("tiny", "sweep 1x3x32x32"): True,
+                        ("tiny", "sweep 1x3x32x24"): True, ("other", "max_params"): False}

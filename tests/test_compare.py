@@ -123,3 +123,21 @@ def test_compare_in_a_subprocess_exits_2_on_a_malformed_size(yb):
     proc = yb("compare", "C2f", "C3", "--size", "64x40")
     assert (proc.returncode, proc.stderr.strip()) == (
         2, "error: malformed size '64x40': a block takes CxHxW or BxCxHxW, e.g. 64x160x160")
+
+
+def test_json_and_markdown_are_exclusive(tmp_path, capsys):
+    assert yb_in(tmp_path, capsys, "compare", "C2f", "C3", "--size", "16x8x8", "--json", "--markdown")[::2] == (
+        2, "error: --json and --markdown both print to stdout: choose one (or --output FILE for the JSON)\n")
+
+
+def test_cuda_targets_are_timed_with_cuda_events(monkeypatch):
+    """The CUDA path (no GPU here): each interleaved run goes through the engine's CUDA-event timer."""
+    import torch
+
+    from yoloblocks_cli import bench, measure
+
+    seen = []
+    monkeypatch.setattr(bench, "_time_cuda", lambda step, device: seen.append(device) or 2.5)
+    monkeypatch.setattr(bench, "_time_cpu", lambda step: pytest.fail("CPU timer used for a CUDA device"))
+    run = measure._runner(torch.nn.Identity(), torch.zeros(1), torch.device("cuda", 0))
+    assert run() == 2.5 and seen == [torch.device("cuda", 0)]

@@ -29,6 +29,10 @@ def register(app: typer.Typer) -> None:
         from yoloblocks_cli.check_run import run_check, write_junit
         from yoloblocks_cli.report import console, write_json
 
+        if json_out and markdown:
+            from yoloblocks_cli.errors import UsageError as _Usage
+
+            raise _Usage("--json and --markdown both print to stdout: choose one (or --output FILE for the JSON)")
         cfg = load_config(config if config is not None else find_config())
         if threads is not None:
             import torch

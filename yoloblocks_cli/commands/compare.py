@@ -33,6 +33,10 @@ def register(app: typer.Typer) -> None:
         """Compare blocks or models: parameters, GFLOPs (each counter), latency, peak memory, deltas in %."""
         from yoloblocks_cli.errors import UsageError
 
+        if json_out and markdown:
+            from yoloblocks_cli.errors import UsageError as _Usage
+
+            raise _Usage("--json and --markdown both print to stdout: choose one (or --output FILE for the JSON)")
         if len(targets) < 2:
             raise UsageError("compare needs at least two targets, e.g. yb compare C2f C3 --size 64x40x40")
         from yoloblocks_cli.markdown import compare_markdown, compare_table
