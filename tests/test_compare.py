@@ -98,6 +98,10 @@ def test_compare_json_cli(tmp_path, capsys):
     assert first["latency_ratio"] == 1.0 and first["latency_ms"]["runs"] == 2
     assert first["flops"]["torch"] == 2 * (16 * 16 * 64 + 24 * 16 * 64 + 2 * 8 * 8 * 9 * 64)
     assert second["reference"] == "C2f"
+    assert first["delta_pct"]["params"] == 0.0
+    assert second["delta_pct"]["params"] == pytest.approx((1_248 - 1_888) / 1_888 * 100)
+    assert second["delta_pct"]["flops_torch"] == pytest.approx(
+        (second["flops"]["torch"] - first["flops"]["torch"]) / first["flops"]["torch"] * 100)
 
 
 def test_compare_markdown_cli_has_every_column(tmp_path, capsys):

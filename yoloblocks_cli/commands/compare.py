@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
             raise UsageError("compare needs at least two targets, e.g. yb compare C2f C3 --size 64x40x40")
         from yoloblocks_cli.markdown import compare_markdown, compare_table
         from yoloblocks_cli.device import resolve_device, resolve_dtype
-        from yoloblocks_cli.measure import measure
+        from yoloblocks_cli.measure import deltas_pct, measure
         from yoloblocks_cli.report import base_report, console, env_info, write_json
         from yoloblocks_cli.targets import resolve_target
 
@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
         environment = env_info(dev, resolve_dtype(dtype))
         if json_out or output is not None:
             report = base_report("compare", " vs ".join(m.target for m in results), environment)
-            report["targets"] = [m.as_json() for m in results]
+            report["targets"] = [{**m.as_json(), "delta_pct": deltas_pct(m, results[0])} for m in results]
             report["rounds"] = 0 if no_latency else rounds
             write_json(report, output)
             if not json_out:
