@@ -501,3 +501,14 @@ def test_models_are_built_by_the_yaml_helper_and_checked(tmp_path, capsys, fake_
     verdicts = {(c["target"], c["check"]): c["ok"] for c in report["checks"]}
     assert verdicts == {("tiny", "max_params"): True, ("tiny", "sweep 1x3x32x32"): True,
                         ("tiny", "sweep 1x3x32x24"): True, ("other", "max_params"): False}
+
+
+def test_missing_baseline_and_update_without_baseline_table_exit_2(tmp_path, capsys):
+    _write(tmp_path, '[blocks.c2f]\nblock = "C2f"\nsize = "16x8x8"\n[baseline]\nfile = "nope.json"\nparams = 0\n')
+    code, out, err = yb_in(tmp_path, capsys, "check")
+    assert (code, out) == (2, "")
+    assert err == (f"error: baseline file {tmp_path / 'nope.json'} not found: create it with "
+                   "`yb check --update-baseline`\n")
+    _write(tmp_path, '[blocks.c2f]\nblock = "C2f"\nsize = "16x8x8"\n')
+    assert yb_in(tmp_path, capsys, "check", "--update-baseline")[::2] == (
+        2, 'error: yb.toml: --update-baseline needs a [baseline] table with file = "..."\n')
