@@ -11,7 +11,7 @@ from typing_extensions import Annotated
 from yoloblocks_cli.options import JsonOpt, OutputOpt, ThreadsOpt
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="yb.toml or pyproject.toml to read "
-                                                   "(default: ./yb.toml, else ./pyproject.toml [tool.yoloblocks]).")]
+                                                   "(default: ./yb.toml, else ./pyproject.toml \\[tool.yoloblocks]).")]
 JunitOpt = Annotated[Optional[Path], typer.Option("--junit", help="Also write the verdicts as JUnit XML.")]
 UpdateOpt = Annotated[bool, typer.Option("--update-baseline", help="Write this run as the new baseline "
                                          "(atomically; only when every other check passes).")]
