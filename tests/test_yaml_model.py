@@ -120,6 +120,9 @@ def test_scale_from_file_name_and_short_names():
     assert resolve_model_path("yolov8n6").name == "yolov8-p6.yaml"
     assert resolve_model_path("yolo11s").name == "yolo11.yaml"
     assert resolve_model_path("yolov10b").name == "yolov10b.yaml"
+    # a bare name is ultralytics' model; another dialect's shipped YAML is named by its folder
+    assert resolve_model_path("yolov5n").parent.name == "ultralytics"
+    assert resolve_model_path("yolov5_repo/yolov5n").parent.name == "yolov5_repo"
     with pytest.raises(UsageError, match=r"no such model YAML: yolov8q \(did you mean: yolov8"):
         resolve_model_path("yolov8q")
 
