@@ -39,9 +39,24 @@ def cfg_dir() -> Path:
     return Path(blocks.__file__).parent / "cfg"
 
 
+def _shipped_folders() -> list[Path]:
+    """Folders of shipped YAMLs, the default dialect's (``ultralytics``) first: a bare name such as
+    ``yolov5n`` means ultralytics' model of that name (``yolov5_repo/yolov5n`` names the other)."""
+    root = cfg_dir()
+    folders = sorted({p.parent for p in root.rglob("*.yaml")}, key=lambda f: (f.name != "ultralytics", f != root, str(f)))
+    return folders
+
+
 def shipped_models() -> dict[str, Path]:
-    """Short name -> YAML for every model the tool ships (``blocks/cfg/**.yaml``)."""
-    return {p.stem: p for p in sorted(cfg_dir().rglob("*.yaml"))}
+    """Short name -> YAML for every model the tool ships (``blocks/cfg/**.yaml``); both the bare stem
+    (first folder wins, ultralytics first) and ``folder/stem`` are keys."""
+    root = cfg_dir()
+    found: dict[str, Path] = {}
+    for folder in _shipped_folders():
+        for p in sorted(folder.glob("*.yaml")):
+            found.setdefault(p.stem, p)
+            found.setdefault(p.relative_to(root).with_suffix("").as_posix(), p)
+    return found
 
 
 def _candidate_stems(stem: str) -> list[str]:
@@ -74,10 +89,15 @@ def resolve_model_path(name: str | Path) -> Path:
             q = p.with_name(cand + (p.suffix or ".yaml"))
             if q.is_file():
                 return q
+    root = cfg_dir()
+    sub = p.parent if p.parent != Path(".") else None
+    folders = [root / sub] if sub is not None else _shipped_folders()
+    for folder in folders:
+        for cand in _candidate_stems(stem):
+            q = folder / f"{cand}.yaml"
+            if q.is_file():
+                return q
     shipped = shipped_models()
-    for cand in _candidate_stems(stem):
-        if cand in shipped:
-            return shipped[cand]
     import difflib
 
     close = difflib.get_close_matches(stem, list(shipped), n=5, cutoff=0.6)
@@ -309,6 +329,8 @@ class _Resolver:
         key = self.dialect.rename.get(name, name)
         try:
             info = get_block(key)
+            if key != info.name and key not in info.aliases:  # YAML names are case-sensitive, as in ultralytics
+                raise UnknownBlockError(key, [info.name])
         except UnknownBlockError as exc:
             if key in self.plugins:
                 cls = self.plugins[key]
