@@ -26,8 +26,21 @@ def _broken():
 BROKEN = _broken()
 
 
+_ATTACHED: list[ShapeTracer] = []
+
+
 def target(module) -> Target:
-    return Target(module, ShapeTracer(module).attach(), type(module).__name__)
+    tracer = ShapeTracer(module).attach()
+    _ATTACHED.append(tracer)
+    return Target(module, tracer, type(module).__name__)
+
+
+@pytest.fixture(autouse=True)
+def _detach_tracers():
+    """Conv's SiLU is one instance shared process-wide: never leave hooks on it."""
+    yield
+    while _ATTACHED:
+        _ATTACHED.pop().detach()
 
 
 def dims(shapes):
@@ -118,8 +131,8 @@ def test_train_probe_restores_batchnorm_statistics():
 # --- every shipped block passes every probe -----------------------------------------------------
 
 # Reference input per family: small, but with enough channels for multi-head blocks.
-FAMILY_SIZE = {"standard": Shape(1, 16, 12, 12), "attention": Shape(1, 64, 12, 12),
-               "ssm": Shape(1, 32, 12, 12), "mlp": Shape(1, 32, 12, 12)}
+FAMILY_SIZE = {"standard": Shape(1, 16, 8, 8), "attention": Shape(1, 64, 8, 8),
+               "ssm": Shape(1, 32, 8, 8), "mlp": Shape(1, 32, 8, 8)}
 SKIP_FAMILIES = {"head", "utility"}  # heads take lists of maps; utilities have no width of their own
 
 
@@ -129,8 +142,17 @@ def _library():
     return [b for b in all_blocks() if b.family not in SKIP_FAMILIES]
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny inputs: one thread avoids paying thread synchronisation on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("info", _library(), ids=lambda b: b.name)
-def test_shipped_block_passes_every_probe(info):
+def test_shipped_block_passes_every_probe(info, one_thread):
     from yoloblocks_cli.load import build_block, resolve_spec
 
     base = FAMILY_SIZE[info.family]
@@ -142,3 +164,23 @@ def test_shipped_block_passes_every_probe(info):
     # A cell may only be skipped for a reason that is not a bug (batch 1, a map smaller than a pool).
     allowed = ("batch 1", "not run: input too small", "input too small for this block")
     assert all(r.detail.startswith(allowed) for p in points for r in p.results.values() if r.status == "skip")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_sweep_on_cuda_in_half_precision():
+    from blocks.csp import C2f
+
+    dev = torch.device("cuda")
+    points = sweep([target(C2f(16, 16, 1, True))], block_sweep(Shape(1, 16, 12, 12)), probe_names(),
+                   device=dev, dtype=torch.float16)
+    assert all(p.ok for p in points), [p.error for p in points if not p.ok]
+
+
+def test_largest_stride_of_any_form():
+    from yoloblocks_cli.trace_run import largest_stride
+
+    assert largest_stride(torch.tensor([8.0, 16.0, 32.0])) == 32
+    assert largest_stride([8, 16, 32, 64]) == 64
+    assert largest_stride(32) == 32
+    assert largest_stride(None) == 0

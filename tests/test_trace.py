@@ -82,8 +82,12 @@ def test_failure_in_shared_module_is_named_by_the_running_instance():
 
     explode.calls = 0
     tr = ShapeTracer(m).attach()
-    act.register_forward_pre_hook(explode)  # after the tracer's own pre-hook
-    r = traced_call(tr, lambda: m(torch.rand(1, 8, 4, 4)))
+    handle = act.register_forward_pre_hook(explode)  # after the tracer's own pre-hook
+    try:
+        r = traced_call(tr, lambda: m(torch.rand(1, 8, 4, 4)))
+    finally:
+        handle.remove()  # Conv.default_act is shared by every Conv of the process
+        tr.detach()
     assert r.failure is not None
     f = r.failure
     assert (f.type, f.message, f.layer, f.module, f.layer_input_shape) == (
@@ -116,8 +120,8 @@ def test_run_with_timeout_gives_up_waiting_and_propagates_errors():
 
 
 def test_tracer_stack_is_per_thread():
-    m = Conv(2, 2)
-    tr = ShapeTracer(m).attach()
+    m = nn.Conv2d(2, 2, 1)
+    tr = ShapeTracer(m)
     tr.stack.append("sentinel")
     seen = []
     t = threading.Thread(target=lambda: seen.append(list(tr.stack)))
@@ -222,3 +226,53 @@ def test_junit_xml(tmp_path):
     assert cases[1].find("failure").attrib == {"message": "bad", "type": "RuntimeError"}
     assert cases[1].find("failure").text == "details"
     assert cases[2].find("skipped").get("message") == "n/a"
+
+
+class _TinyGraph(nn.Module):
+    """An ultralytics-like model: ``self.model`` is a ModuleList of layers tagged with ``.i``."""
+
+    def __init__(self, layers):
+        super().__init__()
+        self.model = nn.ModuleList(layers)
+        for i, m in enumerate(self.model):
+            m.i = i
+
+    def forward(self, x):
+        for m in self.model:
+            x = m(x)
+        return x
+
+
+def test_model_failure_names_the_yaml_index_and_the_inner_module():
+    import importlib.util
+
+    from conftest import FIXTURES
+    from yoloblocks_cli.probes import Target, run_point
+    from yoloblocks_cli.spec import Shape
+    from yoloblocks_cli.trace_run import model_layer_modules
+
+    spec = importlib.util.spec_from_file_location("bb_model_test", FIXTURES / "broken_blocks.py")
+    bb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bb)
+    model = _TinyGraph([nn.Conv2d(3, 8, 3, 2, 1), nn.Conv2d(8, 16, 3, 2, 1), bb.HardCodedWidth(16)])
+
+    class Built:
+        pass
+
+    built = Built()
+    built.model = model
+    layers = model_layer_modules(built)
+    assert [i for i, _ in layers] == [0, 1, 2]
+    tr = ShapeTracer(model, layer_modules=layers, only_layers=True).attach()
+    try:
+        p = run_point(Target(model, tr, "tiny", None, "model"), Shape(1, 3, 32, 24), ["sweep"], record_layers=True)
+    finally:
+        tr.detach()
+    f = p.error
+    assert (f.layer, f.module, f.layer_input_shape) == (2, "HardCodedWidth", [1, 16, 8, 6])
+    assert f.inner == {"path": "model.2.inner.0", "module": "Conv2d", "input_shape": [1, 16, 8, 6]}
+    assert f.cause == "hard-coded-width"
+    # only YAML layers are logged for a model, the one that raised last
+    assert [(r.label, r.module, r.output_shape, r.failed) for r in p.layers] == [
+        ("0", "Conv2d", [1, 8, 16, 12], False), ("1", "Conv2d", [1, 16, 8, 6], False),
+        ("2", "HardCodedWidth", None, True)]

@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from conftest import FIXTURES, run_yb
@@ -44,6 +45,10 @@ def failing(report: dict) -> set[str]:
 @pytest.fixture(autouse=True)
 def _cwd(monkeypatch):
     monkeypatch.chdir(Path(__file__).resolve().parents[1])  # file paths are shown relative to it
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny inputs: thread synchronisation would dominate on a shared machine
+    yield
+    torch.set_num_threads(before)
 
 
 def test_square_assumption_block():
@@ -183,6 +188,9 @@ def test_text_output_names_layer_line_and_hint():
     assert f"{REL}:{marker_line('square')}" in out
     assert "hint: assumes a square input: reshapes 12 (4x3) tokens to 3x3" in out
     assert "layers at 1x8x4x4" in out  # the first configuration's per-layer trace
+    assert "layers at 1x8x4x3" in out  # and the failing one's, ending at the call that raised
+    assert out.split("layers at 1x8x4x3")[1].split("FAIL sweep")[0].splitlines()[3].split() == [
+        "<root>", "│", "SquareAttention", "│", "1x8x4x3", "│", "FAILED"]
     assert "2 configurations x 1 probes: 1 passed, 1 failed" in out
     assert "Traceback" not in out + proc.stderr
 
@@ -193,7 +201,9 @@ def test_text_output_names_layer_line_and_hint():
     (("C2f", "--batch", "0"), "batch sizes must be positive"),
     (("NoSuchBlock",), "unknown block 'NoSuchBlock'"),
     (("C2f", "--scales", "n"), "--scales applies to model YAMLs only"),
-])
+    (("C2f", "--dtype", "fp8"), "unknown dtype 'fp8'"),
+    (("C2f", "--timeout", "0"), "--timeout must be a positive number of seconds"),
+] + ([] if torch.cuda.is_available() else [(("C2f", "--device", "cuda"), "CUDA")]))
 def test_bad_input_exits_2_with_one_line(args, message, capsys):
     from yoloblocks_cli.app import main
 
@@ -238,3 +248,61 @@ def test_einops_square_reshape_points_at_the_users_line_not_einops(tmp_path):
     assert (err["type"], err["file"], err["line"]) == ("EinopsError", str(src), 14)
     assert err["message"].endswith("Shape mismatch, 300 != 289")
     assert err["cause"] == "square-assumption"
+
+
+# --- model level: a YAML built by yoloblocks_cli.yaml_model -------------------------------------------
+
+SQUARE_YAML = "tests/fixtures/yolov8-square-attn.yaml"
+WIDTH_YAML = "tests/fixtures/yolov8-width512.yaml"
+
+
+def test_model_square_block_passes_640_and_fails_640x480_at_its_yaml_index():
+    pytest.importorskip("yoloblocks_cli.yaml_model")
+    code, rep = yb_json("trace", SQUARE_YAML, "--plugin", REL, "--scales", "n", "--sizes", "640,640x480",
+                        "--probes", "sweep")
+    assert code == 1
+    assert rep["kind"] == "model"
+    square, rect = rep["points"]
+    assert square["input_shape"] == [1, 3, 640, 640] and square["ok"] is True
+    assert rect["input_shape"] == [1, 3, 640, 480] and rect["ok"] is False
+    err = rect["error"]
+    assert (err["layer"], err["module"]) == (10, "SquareAttention")  # the YAML index of the block
+    assert err["layer_input_shape"] == [1, 256, 20, 15]  # P5 of 640x480 at yolov8n width
+    assert (err["file"], err["line"]) == (REL, marker_line("square"))
+    assert err["cause"] == "square-assumption"
+    assert "reshapes 300 (20x15) tokens to 17x17" in err["hint"]
+
+
+def test_model_hard_coded_width_fails_only_at_scales_where_the_width_differs():
+    pytest.importorskip("yoloblocks_cli.yaml_model")
+    code, rep = yb_json("trace", WIDTH_YAML, "--plugin", REL, "--scales", "n,l", "--sizes", "64",
+                        "--probes", "sweep")
+    assert code == 1
+    by_scale = {p["scale"]: p for p in rep["points"]}
+    assert by_scale["l"]["ok"] is True  # P5 is 512 wide at l: the hard-coded 512 happens to fit
+    err = by_scale["n"]["error"]
+    # At n the builder's own dry run of layer 10 raises: reported as this scale failing, not as bad input.
+    assert (err["layer"], err["module"]) == (10, "HardCodedWidth")
+    assert err["message"].startswith(f"while building the model: {WIDTH_YAML}:23: layer 10 (HardCodedWidth)")
+    assert err["cause"] == "hard-coded-width"
+    assert "built for 512 input channels but the tensor has 256" in err["hint"]
+    assert err["line"] == marker_line("width")
+
+
+@pytest.mark.slow
+def test_model_default_sweep_yolov8n_square_block():
+    pytest.importorskip("yoloblocks_cli.yaml_model")
+    code, rep = yb_json("trace", SQUARE_YAML, "--plugin", REL, "--scales", "n")
+    assert code == 1
+    assert {k for k, p in by_shape(rep).items() if p["ok"]} == {"1x3x640x640", "1x3x320x320", "1x3x1280x1280",
+                                                               "2x3x640x640"}
+    assert failing(rep) == {"1x3x640x480", "1x3x480x640", "1x3x672x448", "1x3x448x672", "2x3x640x480"}
+    assert {p["error"]["layer"] for p in rep["points"] if not p["ok"]} == {10}
+
+
+def test_no_hooks_left_behind_on_shared_modules():
+    from blocks.conv import Conv
+
+    code, _ = yb_json("trace", "C2f", "--sizes", "8x4x4", "--probes", "sweep")
+    assert code == 0
+    assert not Conv.default_act._forward_pre_hooks and not Conv.default_act._forward_hooks

@@ -29,6 +29,9 @@ COMMAND_MODULES = (
     "trace",
     "scale",
     "blocks",
+    "compare",
+    "check",
+    "profile",
 )
 
 STATE = {"debug": False}

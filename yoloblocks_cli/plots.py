@@ -29,6 +29,10 @@ def require_matplotlib(path: Path) -> None:
         raise UsageError("--plot needs matplotlib, which is not installed: pip install 'yoloblocks[plot]'") from None
 
 
+def _poly_label(poly: Any) -> str:
+    return f"{poly.c0:.3g} + {poly.c1:.3g}·N + {poly.c2:.3g}·N²"
+
+
 def _pretty_tokens(n: float) -> str:
     return f"{int(n)}" if n < 1e4 else f"{n / 1e3:.0f}k"
 
@@ -45,7 +49,8 @@ def save_scale_figure(results: Sequence[Any], metrics: Sequence[str], path: Path
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 4.2), squeeze=False)
+    n_lines = max(len(results), 1) * 2
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 4.0 + 0.17 * n_lines), squeeze=False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, metric in zip(axes[0], metrics):
         for i, result in enumerate(results):
@@ -63,6 +68,12 @@ def save_scale_figure(results: Sequence[Any], metrics: Sequence[str], path: Path
                 xs = [lo * (hi / lo) ** (k / 40) for k in range(41)]
                 ys = [math.exp(fit.power.intercept) * x ** fit.power.slope for x in xs]
                 ax.loglog(xs, ys, "-", color=colour, linewidth=1.2, alpha=0.8)
+                poly = fit.poly
+                if poly is not None and poly.c2 > 0 and poly.c1 + poly.c0 > 0:
+                    # the power law is straight; a growing N^2 term bends: show the bend
+                    ys = [poly.c0 + poly.c1 * x + poly.c2 * x * x for x in xs]
+                    ax.loglog(xs, ys, "--", color=colour, linewidth=1.0, alpha=0.9,
+                              label=f"{result.name}: {_poly_label(poly)}")
         ax.set_title(METRIC_TITLES.get(metric, metric))
         ax.set_xlabel("tokens N = H × W")
         ax.grid(True, which="both", alpha=0.25)
@@ -72,7 +83,8 @@ def save_scale_figure(results: Sequence[Any], metrics: Sequence[str], path: Path
             ax.set_xticklabels([_pretty_tokens(t) for t in ticks], rotation=45, fontsize=8)
             ax.minorticks_off()
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8, loc="upper left")
+            # under the axes, so that it never hides a measured point
+            ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.28), frameon=False)
     fig.suptitle(title)
     fig.tight_layout()
     _atomic_savefig(fig, path)
@@ -87,7 +99,10 @@ def _atomic_savefig(fig: Any, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=folder)
     os.close(fd)
     try:
-        fig.savefig(tmp, format=path.suffix.lower().lstrip("."), dpi=110, metadata=_stable_metadata(path))
+        fig.savefig(tmp, format=path.suffix.lower().lstrip("."), dpi=100, metadata=_stable_metadata(path))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a figure is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

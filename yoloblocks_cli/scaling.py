@@ -37,7 +37,8 @@ DEFAULT_MODEL_SIZES: tuple[tuple[int, int], ...] = (
 LINEAR_BAND = 0.10      # |s - 1| <= 0.10 -> linear
 QUADRATIC_BAND = 0.15   # |s - 2| <= 0.15 -> quadratic
 CONSTANT_BELOW = 0.15   # s < 0.15 -> roughly constant
-TENDENCY_GAP = 0.15     # last local slope differs from the global one by more -> say where it tends
+TENDENCY_GAP = 0.10     # large-N slope differs from the global one by more -> say where it tends
+TAIL_POINTS = 3         # the large-N slope is fitted over this many largest token counts
 
 
 # --------------------------------------------------------------------------- fits
@@ -213,17 +214,39 @@ def describe_exponent(s: float) -> str:
     return "super-quadratic"
 
 
-def verdict(metric: str, fit: PowerFit, slopes: list[dict[str, float]]) -> str:
-    """One sentence: "FLOPs grow as N^1.00: linear", plus where the local slope tends."""
+def tail_slope(tokens: Sequence[float], costs: Sequence[float], k: int = TAIL_POINTS) -> float | None:
+    """The exponent over the ``k`` largest token counts: where the cost is heading.
+
+    A fit over three points rather than the last neighbouring pair, so one noisy latency
+    does not decide the verdict. None with fewer than ``k + 1`` distinct token counts
+    (then the tail would be the whole sweep).
+    """
+    pts = merge_equal_tokens(tokens, costs)
+    if len(pts) <= k:
+        return None
+    tail = pts[-k:]
+    return fit_power([n for n, _ in tail], [c for _, c in tail]).slope
+
+
+def verdict(metric: str, fit: PowerFit, tail: float | None, local: Sequence[dict[str, float]] = ()) -> str:
+    """One sentence: "FLOPs grow as N^1.00: linear", plus where the large-N slope tends.
+
+    The tendency is named when the large-N slope differs from the global one by more than
+    TENDENCY_GAP, or falls in a different band (N^1.83 overall but N^1.98 at the end). A
+    FLOPs or memory cost that falls as N grows is named too: the block switched code path.
+    """
     what = {"flops": "FLOPs grow", "latency": "latency grows", "memory": "peak memory grows"}[metric]
     text = f"{what} as N^{fit.slope:.2f}: {describe_exponent(fit.slope)}"
     if fit.r2 < 0.95:
         text += f" (poor fit, R^2 {fit.r2:.2f})"
-    if slopes:
-        last = slopes[-1]["slope"]
-        if abs(last - fit.slope) > TENDENCY_GAP:
-            target = _round_exponent(last)
-            text += f"; tends to N^{target} at large N"
+    if tail is not None and (abs(tail - fit.slope) > TENDENCY_GAP
+                             or describe_exponent(tail) != describe_exponent(fit.slope)):
+        text += f"; tends to N^{_round_exponent(tail)} at large N"
+    if metric != "latency":  # deterministic metrics: a drop means a different code path
+        drops = [s for s in local if s["slope"] < 0]
+        if drops:
+            d = drops[0]
+            text += f"; drops from N={d['from_tokens']:g} to N={d['to_tokens']:g} (another code path)"
     return text
 
 
@@ -310,6 +333,7 @@ class MetricFit:
     local: list[dict[str, float]]
     poly: PolyFit | None
     verdict: str
+    tail_slope: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"target": self.target, "metric": self.metric}
@@ -318,7 +342,7 @@ class MetricFit:
             return d
         d.update(slope=self.power.slope, stderr=self.power.stderr, r2=self.power.r2,
                  intercept=self.power.intercept, points=self.power.n,
-                 local_slopes=self.local, verdict=self.verdict)
+                 local_slopes=self.local, tail_slope=self.tail_slope, verdict=self.verdict)
         if self.poly is not None:
             d["poly"] = self.poly.as_dict()
         return d
@@ -352,7 +376,8 @@ def fit_metric(target: str, metric: str, points: Sequence[Point], poly: bool) ->
     power = fit_power(tokens, costs)
     slopes = local_slopes(tokens, costs)
     polyfit = fit_poly_nonneg(tokens, costs) if poly else None
-    return MetricFit(target, metric, power, slopes, polyfit, verdict(metric, power, slopes))
+    tail = tail_slope(tokens, costs)
+    return MetricFit(target, metric, power, slopes, polyfit, verdict(metric, power, tail, slopes), tail)
 
 
 def wants_poly(family: str | None) -> bool:
@@ -442,27 +467,17 @@ class Target:
 
 
 def is_model_target(text: str) -> bool:
-    """A YAML file, or a name that is not a block but is a shipped model (``yolov8n``)."""
+    """A registered block is a block; otherwise the shared rule of ``yoloblocks_cli.targets``
+    (a YAML file or a shipped model short name such as ``yolov8n``) decides."""
     t = text.strip()
-    if t.lower().endswith((".yaml", ".yml")):
-        return True
-    if ":" in t:
-        return False
-    from blocks.registry import find_block
+    if not t.lower().endswith((".yaml", ".yml")) and ":" not in t:
+        from blocks.registry import find_block
 
-    if find_block(t) is not None:
-        return False
-    try:
-        from yoloblocks_cli.yaml_model import resolve_model_path
-    except ModuleNotFoundError as exc:
-        if exc.name != "yoloblocks_cli.yaml_model":
-            raise
-        return False
-    try:
-        resolve_model_path(t)
-    except Exception:
-        return False
-    return True
+        if find_block(t) is not None:
+            return False
+    from yoloblocks_cli.targets import is_model
+
+    return is_model(t)
 
 
 def load_target(text: str, channels: int, args: list | None, kwargs: dict[str, Any] | None,
@@ -471,6 +486,8 @@ def load_target(text: str, channels: int, args: list | None, kwargs: dict[str, A
     import torch
 
     if is_model_target(text):
+        if args or kwargs:
+            raise UsageError(f"{text} is a model: --args/--kwargs apply to blocks only")
         try:
             from yoloblocks_cli.yaml_model import build_model
         except ModuleNotFoundError as exc:

@@ -66,6 +66,7 @@ class LayerRecord:
     input_shape: Any
     output_shape: Any
     depth: int
+    failed: bool = False  # the call was still running when the exception escaped
 
 
 @dataclass
@@ -194,6 +195,18 @@ class ShapeTracer:
                 path = name if path == ROOT_LABEL else f"{path}.{name}"
         return path
 
+    def failed_records(self, frames: Sequence[Frame]) -> list[LayerRecord]:
+        """The calls that never returned, innermost first (where completion order would put them)."""
+        out = []
+        for depth in range(len(frames) - 1, -1, -1):
+            mod = frames[depth].module
+            if self.only_layers and id(mod) not in self._layer_ids:
+                continue
+            label = (self.label_of(mod) if id(mod) in self._layer_ids
+                     else self.path_along_stack(frames[: depth + 1]))
+            out.append(LayerRecord(label, type(mod).__name__, frames[depth].input_shape, None, depth, True))
+        return out
+
     def enclosing_layer(self, frames: Sequence[Frame]) -> Frame | None:
         """The outermost active frame that is one of a model's YAML layers."""
         for frame in frames:
@@ -294,7 +307,7 @@ def locate(exc: BaseException, tracer: ShapeTracer, frames: Sequence[Frame],
         failure.layer = _maybe_int(tracer.label_of(layer.module))
         failure.module = type(layer.module).__name__
         failure.layer_input_shape = layer.input_shape
-        if inner is not None:
+        if inner is not None and inner is not layer:
             failure.inner = {"path": inner_path, "module": type(inner.module).__name__,
                              "input_shape": inner.input_shape}
     elif inner is not None:
@@ -380,7 +393,10 @@ def traced_call(tracer: ShapeTracer, fn: Callable[[], Any], *, x_shape: Sequence
         failure = locate(exc, tracer, frames, x_shape)
         if failure.cause == "oom":
             release_cuda_cache()
-        return TraceResult(failure=failure, layers=list(tracer.records))
+        layers = list(tracer.records)
+        if record_layers:
+            layers += tracer.failed_records(frames)
+        return TraceResult(failure=failure, layers=layers)
     return TraceResult(output=out, layers=list(tracer.records))
 
 

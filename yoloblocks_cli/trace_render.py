@@ -92,7 +92,8 @@ def _layers(console: Any, p: Point, kind: str) -> None:
     # Completion order puts children before parents; show calls as a depth-first outline.
     for rec in _outline(p.layers):
         indent = "" if kind == "model" else "  " * rec.depth
-        t.add_row(indent + escape(rec.label), rec.module, fmt_shape(rec.input_shape), fmt_shape(rec.output_shape))
+        out = "[bold red]FAILED[/]" if rec.failed else fmt_shape(rec.output_shape)
+        t.add_row(indent + escape(rec.label), rec.module, fmt_shape(rec.input_shape), out)
     console.print(t)
 
 

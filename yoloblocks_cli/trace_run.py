@@ -7,6 +7,7 @@ directly, and from ``probes.py`` so the probes know nothing about the CLI.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ class TraceRequest:
     plugins: list[Path] = field(default_factory=list)
     device: str = "cpu"
     dtype: str = "fp32"
+    threads: int | None = None
     timeout: float | None = None
     json_out: bool = False
     output: Path | None = None
@@ -95,13 +97,13 @@ def resolve_device_dtype(device: str, dtype: str) -> tuple[Any, Any]:
     dtypes = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "half": torch.float16,
               "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp64": torch.float64}
     if dtype.lower() not in dtypes:
-        raise UsageError(f"unknown dtype '{dtype}': choose fp32, fp16 or bf16")
+        raise UsageError(f"unknown dtype '{dtype}': expected fp32, fp16 or bf16")
     try:
         dev = torch.device(device)
     except RuntimeError:
         raise UsageError(f"malformed device '{device}': use cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device '{device}' requested but CUDA is not available")
+        raise UsageError(f"CUDA requested ('{device}') but torch.cuda.is_available() is False; use --device cpu")
     return dev, dtypes[dtype.lower()]
 
 
@@ -134,14 +136,30 @@ def block_targets(req: TraceRequest, c1: int) -> list[Target]:
 
 
 def model_layer_modules(built: Any) -> list[tuple[Any, Any]]:
-    """(YAML index, module) of each layer of a built model."""
+    """(YAML index, module) of each layer of a built model.
+
+    Reads, in order: ``built.layer_modules``; a ``module`` on each ``built.layers`` entry;
+    an ultralytics-style ``built.model.model`` list (index from each layer's ``.i``); the
+    top-level children when there is one per YAML layer.
+    """
+    import torch.nn as nn
+
+    explicit = getattr(built, "layer_modules", None)
+    if callable(explicit):
+        explicit = explicit()
+    if explicit:
+        return [(getattr(m, "i", pos), m) if isinstance(m, nn.Module) else tuple(m) for pos, m in enumerate(explicit)]
+    infos = list(getattr(built, "layers", None) or [])
+    mods = [getattr(info, "module", None) for info in infos]
+    if infos and all(isinstance(m, nn.Module) for m in mods):
+        return [(getattr(info, "index", pos), m) for pos, (info, m) in enumerate(zip(infos, mods))]
     seq = getattr(built.model, "model", None)
-    if seq is None:
-        return []
-    out = []
-    for pos, mod in enumerate(seq):
-        out.append((getattr(mod, "i", pos), mod))
-    return out
+    if isinstance(seq, (nn.ModuleList, nn.Sequential)):
+        return [(getattr(m, "i", pos), m) for pos, m in enumerate(seq)]
+    children = list(built.model.children())
+    if infos and len(children) == len(infos):
+        return [(getattr(info, "index", pos), m) for pos, (info, m) in enumerate(zip(infos, children))]
+    return []
 
 
 def model_targets(req: TraceRequest) -> tuple[list[Target], int]:
@@ -150,35 +168,68 @@ def model_targets(req: TraceRequest) -> tuple[list[Target], int]:
     except ImportError:
         raise UsageError("model YAMLs need yoloblocks_cli.yaml_model, which this installation lacks") from None
     scales = [s.strip() for s in req.scales.split(",") if s.strip()] if req.scales else [None]
-    targets, stride = [], 32
+    targets, stride = [], 0
     for scale in scales:
         try:
-            built = build_model(req.target, scale=scale, plugins=tuple(req.plugins))
-        except UsageError:
-            raise
+            built = build_model(req.target, scale=scale, plugins=tuple(str(p) for p in req.plugins))
+        except UsageError as exc:
+            if not _LAYER_RAN.search(str(exc)) or exc.__context__ is None:
+                raise  # a malformed YAML, an unknown module: bad input
+            # The builder's dry run of one layer raised: the block fails at this scale.
+            targets.append(Target(None, None, f"{Path(req.target).name} (scale {scale})", scale, "model",
+                                  build_failure=build_failure(exc)))
+            continue
         except Exception as exc:  # noqa: BLE001 - one scale that cannot be built is a failed scale
             targets.append(Target(None, None, f"{Path(req.target).name} (scale {scale})", scale, "model",
                                   build_failure=build_failure(exc)))
             continue
         layer_mods = model_layer_modules(built)
         tracer = ShapeTracer(built.model, layer_modules=layer_mods, only_layers=True).attach()
-        s = built.stride
-        stride = max(stride, int(max(s.tolist() if hasattr(s, "tolist") else s))) if s is not None else stride
+        stride = max(stride, largest_stride(getattr(built, "stride", None)))
         name = Path(req.target).name + (f" (scale {scale})" if scale else "")
         targets.append(Target(built.model, tracer, name, getattr(built, "scale", None) or scale, "model"))
-    return targets, stride
+    return targets, stride or 32  # 32: the P5 stride of every YOLO detector
+
+
+def largest_stride(value: Any) -> int:
+    """A model's stride as int, list or tensor -> its largest value (0 when unknown)."""
+    if value is None:
+        return 0
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return int(max(value)) if value else 0
+    return int(value)
+
+
+_LAYER_RAN = re.compile(r"layer (\d+) \(([^)]*)\): fails on its input ([\dx\[\], ]+?): ")
 
 
 def build_failure(exc: BaseException) -> Any:
-    """A model that raised while being built (e.g. a block run once to learn its width)."""
+    """A model that raised while being built: the builder runs each layer once on a small
+    input to learn its width, so a block that cannot handle this scale fails there. The
+    builder's one-line error keeps the layer; the exception it replaced (``__context__``)
+    keeps the block's file:line."""
     import torch.nn as nn
 
+    from yoloblocks_cli import hints
     from yoloblocks_cli.trace import locate
 
-    cause = exc.__cause__ if exc.__cause__ is not None else exc
-    f = locate(cause, ShapeTracer(nn.Identity()), [], None)
-    f.layer = f.layer if f.layer != "<root>" else None
-    f.message = f"while building the model: {exc}" if cause is exc else f"{exc}"
+    original = exc.__cause__ or exc.__context__ or exc
+    f = locate(original, ShapeTracer(nn.Identity()), [], None)
+    f.layer = None
+    f.message = f"while building the model: {exc}"
+    m = _LAYER_RAN.search(str(exc))
+    if m:
+        f.layer, f.module = int(m.group(1)), m.group(2)
+        dims = m.group(3).strip()
+        if re.fullmatch(r"\d+(x\d+)*", dims):
+            f.layer_input_shape = [int(d) for d in dims.split("x")]
+        if f.cause is None:
+            found = hints.recognise(hints.HintContext(
+                type(original).__name__, str(original), input_shape=f.layer_input_shape))
+            if found:
+                f.cause, f.hint = found
     return f
 
 
@@ -252,6 +303,12 @@ def run_trace(req: TraceRequest) -> int:
         raise UsageError("--timeout must be a positive number of seconds")
     kind = "model" if is_model_target(req.target) else "block"
     device, dtype = resolve_device_dtype(req.device, req.dtype)
+    if req.threads is not None:
+        if req.threads <= 0:
+            raise UsageError("--threads must be a positive integer")
+        import torch
+
+        torch.set_num_threads(req.threads)
     if kind == "block":
         if req.scales:
             raise UsageError("--scales applies to model YAMLs only")
@@ -274,6 +331,9 @@ def run_trace(req: TraceRequest) -> int:
     else:
         points = sweep(targets, shapes, probes, device=device, dtype=dtype, timeout=req.timeout,
                        record_layers=req.layers)
+    for t in targets:  # hooks on shared modules (ultralytics' one SiLU) must not outlive the run
+        if t.tracer is not None:
+            t.tracer.detach()
     report = build_report(req, kind, targets, probes, points, env_dict(device, dtype))
     if req.junit is not None:
         write_junit_report(req.junit, req.target, probes, points)
@@ -319,7 +379,7 @@ def point_json(p: Point, layers: bool) -> dict[str, Any]:
     d["probes"] = {name: r.to_json() for name, r in p.results.items()}
     if layers:
         d["layers"] = [{"layer": _int_or(r.label), "module": r.module, "input_shape": r.input_shape,
-                        "output_shape": r.output_shape, "depth": r.depth} for r in p.layers]
+                        "output_shape": r.output_shape, "depth": r.depth, "failed": r.failed} for r in p.layers]
     return d
 
 

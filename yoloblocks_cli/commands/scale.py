@@ -182,18 +182,19 @@ def _render(results: list, metrics: tuple, title: str, plot: Path | None, ascii_
     fits = Table(title="fits: log(cost) = a + slope·log(N)", title_justify="left", show_edge=False, pad_edge=False)
     with_poly = any(f.poly is not None for r in results for f in r.fits)
     columns = [("target", "left"), ("metric", "left"), ("slope ± se", "right"), ("R²", "right"),
-               ("local slope first→last", "left")]
+               ("local slopes", "left"), ("large-N slope", "right")]
     columns += [("c0 + c1·N + c2·N² (≥ 0)", "left")] if with_poly else []
     for col, just in columns + [("verdict", "left")]:
         fits.add_column(col, justify=just)
     for r in results:
         for f in r.fits:
             if f.power is None:
-                fits.add_row(r.name, f.metric, "-", "-", "-", *(["-"] if with_poly else []), f.verdict)
+                fits.add_row(r.name, f.metric, "-", "-", "-", "-", *(["-"] if with_poly else []), f.verdict)
                 continue
             se = f"{f.power.stderr:.3f}" if f.power.stderr is not None else "-"
-            local = f"{f.local[0]['slope']:.2f} → {f.local[-1]['slope']:.2f}" if f.local else "-"
-            fits.add_row(r.name, f.metric, f"{f.power.slope:.3f} ± {se}", f"{f.power.r2:.4f}", local,
+            local = " ".join(f"{x['slope']:.2f}" for x in f.local) if f.local else "-"
+            tail = f"{f.tail_slope:.2f}" if f.tail_slope is not None else "-"
+            fits.add_row(r.name, f.metric, f"{f.power.slope:.3f} ± {se}", f"{f.power.r2:.4f}", local, tail,
                          *([_poly_text(f.poly)] if with_poly else []), f.verdict)
     console.print(fits)
     failed = [(r.name, p) for r in results for p in r.failed]

@@ -9,7 +9,7 @@ import typer
 from typing_extensions import Annotated
 
 from yoloblocks_cli.options import (ArgsOpt, DeviceOpt, DtypeOpt, JsonOpt, KwargsOpt, OutputOpt, PluginOpt,
-                                    SizeOpt)
+                                    SizeOpt, ThreadsOpt)
 
 SizesOpt = Annotated[Optional[List[str]], typer.Option(
     "--sizes", help="Exact sizes to run (no derived sweep); repeat or comma-separate.")]
@@ -45,6 +45,7 @@ def register(app: typer.Typer) -> None:
         plugin: PluginOpt = None,
         device: DeviceOpt = "cpu",
         dtype: DtypeOpt = "fp32",
+        threads: ThreadsOpt = None,
         timeout: TimeoutOpt = None,
         json_out: JsonOpt = False,
         output: OutputOpt = None,
@@ -59,7 +60,7 @@ def register(app: typer.Typer) -> None:
         req = TraceRequest(target=target, size=list(size or []), sizes=list(sizes or []), batch=batch,
                            scales=scales, probes=probes, no_probe=list(no_probe or []), layers=layers,
                            args=args, kwargs=list(kwargs or []), plugins=list(plugin or []), device=device,
-                           dtype=dtype, timeout=timeout, json_out=json_out, output=output, junit=junit)
+                           dtype=dtype, threads=threads, timeout=timeout, json_out=json_out, output=output, junit=junit)
         code = run_trace(req)
         if code:
             raise typer.Exit(code)

@@ -1,0 +1,195 @@
+"""Measure several targets in ONE run: parameters, FLOPs, peak memory and interleaved latency.
+
+Why interleave: on a laptop or a shared CI runner the clock drifts (thermal throttling,
+another job starting). Timing A for ten seconds and then B for ten seconds puts all of
+the drift on one side of the comparison. Here every round times each target once, and
+the starting target rotates from round to round, so drift hits every target equally and
+ratios between targets stay meaningful.
+
+Counting, memory and the timing of one pass come from the engine (``flops``, ``bench``,
+``device``); this module only decides the order of the passes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from yoloblocks_cli.errors import CheckFailed
+
+COUNTERS = ("torch", "ultralytics", "fvcore")
+
+
+@dataclass
+class LatencyStats:
+    median_ms: float
+    iqr_ms: float
+    runs: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {"median": self.median_ms, "iqr": self.iqr_ms, "runs": self.runs}
+
+
+@dataclass
+class Measurement:
+    """What one target costs at one input shape (a row of `yb compare`, an entry of `yb check`)."""
+
+    name: str
+    kind: str  # "block" or "model"
+    target: str  # the exact call or model file that was measured
+    input_shape: list[int]
+    params: int
+    trainable: int = 0
+    buffers: int = 0
+    flops: dict[str, int | None] = field(default_factory=dict)
+    uncounted: list[str] = field(default_factory=list)
+    output_shape: Any = None
+    latency: LatencyStats | None = None
+    memory_peak: int | None = None
+    memory_method: str | None = None
+    latency_ratio: float | None = None  # latency / latency of `reference`, same run
+    reference: str | None = None
+
+    def gflops(self, counter: str = "torch") -> float | None:
+        value = self.flops.get(counter)
+        return None if value is None else value / 1e9
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "target": self.target,
+            "input_shape": list(self.input_shape),
+            "output_shape": self.output_shape,
+            "params": {"total": self.params, "trainable": self.trainable, "buffers": self.buffers},
+            "flops": {**{c: self.flops.get(c) for c in COUNTERS}, "uncounted": list(self.uncounted)},
+            "latency_ms": self.latency.as_json() if self.latency else None,
+            "memory_bytes": ({"peak": self.memory_peak, "method": self.memory_method}
+                             if self.memory_peak is not None else None),
+            "latency_ratio": self.latency_ratio,
+            "reference": self.reference,
+        }
+
+
+# ----------------------------------------------------------------------------- pure parts
+
+
+def summarize(samples_ms: Sequence[float]) -> LatencyStats:
+    """Median and inter-quartile range of timed runs (the engine's statistics)."""
+    from yoloblocks_cli.bench import _median_iqr
+
+    med, iqr = _median_iqr(list(samples_ms))
+    return LatencyStats(med, iqr, len(samples_ms))
+
+
+def interleaved(runners: Sequence[Callable[[], float]], rounds: int, warmup: int = 1) -> list[list[float]]:
+    """Round-robin timing: each round calls every runner once, starting one further along.
+
+    A runner executes one forward pass and returns its duration in ms. Returns the
+    samples of each runner, in the order of ``runners``.
+    """
+    n = len(runners)
+    for _ in range(warmup):
+        for run in runners:
+            run()
+    samples: list[list[float]] = [[] for _ in range(n)]
+    for r in range(rounds):
+        for k in range(n):
+            i = (r + k) % n
+            samples[i].append(runners[i]())
+    return samples
+
+
+def _pct(value: float | None, first: float | None) -> float | None:
+    return None if value is None or first is None or first == 0 else (value - first) / first * 100
+
+
+def deltas_pct(m: Measurement, first: Measurement) -> dict[str, float | None]:
+    """Relative change against the first target, in % (None where either side is missing or zero)."""
+    lat = m.latency.median_ms if m.latency else None
+    lat0 = first.latency.median_ms if first.latency else None
+    out = {"params": _pct(m.params, first.params)}
+    out.update({f"flops_{c}": _pct(m.flops.get(c), first.flops.get(c)) for c in COUNTERS})
+    out["latency"] = _pct(lat, lat0)
+    out["memory"] = _pct(m.memory_peak, first.memory_peak)
+    return out
+
+
+# ----------------------------------------------------------------------------- torch parts
+
+
+def count_params(module: Any) -> tuple[int, int, int]:
+    params = list(module.parameters())
+    return (sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad),
+            sum(b.numel() for b in module.buffers()))
+
+
+def _shape_of(out: Any) -> Any:
+    from yoloblocks_cli.trace import shape_of
+
+    return shape_of(out)
+
+
+def _runner(module: Any, x: Any, device: Any) -> Callable[[], float]:
+    """One timed eval pass, exactly as :func:`yoloblocks_cli.bench.time_forward` times it."""
+    from yoloblocks_cli import bench
+
+    step = bench.make_step(module, x)
+    if bench._is_cuda(device):
+        return lambda: bench._time_cuda(step, device)
+    return lambda: bench._time_cpu(step)
+
+
+def measure(targets: Sequence[Any], device: str = "cpu", dtype: str = "fp32", *,
+            counters: Sequence[str] = COUNTERS, latency: bool = True, memory: bool = True,
+            rounds: int = 15, warmup: int = 3, reference: Callable[[str], str | None] | None = None,
+            on_error: Callable[[Any, Exception], None] | None = None) -> list[Measurement]:
+    """Measure :class:`~yoloblocks_cli.targets.Target` objects together.
+
+    ``reference(name)`` gives the name of the target whose latency divides this one's
+    (``latency_ratio``); by default the first target. A target whose forward pass raises
+    is a :class:`CheckFailed`, or, with ``on_error``, reported there and left out.
+    """
+    import torch
+
+    from yoloblocks_cli.bench import peak_memory
+    from yoloblocks_cli.device import resolve_device, resolve_dtype, synchronize
+    from yoloblocks_cli.flops import count_flops
+
+    dev, dt = resolve_device(device), resolve_dtype(dtype)
+    prepared = []
+    results: list[Measurement] = []
+    for t in targets:
+        module = t.module.to(device=dev, dtype=dt).eval()
+        x = torch.randn(*t.shape.dims, device=dev, dtype=dt)
+        total, trainable, buffers = count_params(module)
+        try:
+            with torch.no_grad():
+                out = module(x)
+        except Exception as exc:
+            if on_error is not None:
+                on_error(t, exc)
+                continue
+            raise CheckFailed(f"{t.call} failed on input {t.shape}: {exc.__class__.__name__}: {exc}") from exc
+        report = count_flops(module, x, counters=tuple(counters))
+        m = Measurement(name=t.name, kind=t.kind, target=t.call, input_shape=list(t.shape.dims), params=total,
+                        trainable=trainable, buffers=buffers, flops={c: getattr(report, c) for c in COUNTERS},
+                        uncounted=list(report.uncounted), output_shape=_shape_of(out))
+        if memory:
+            mem = peak_memory(module, x, dev)
+            m.memory_peak, m.memory_method = mem.peak_bytes, mem.method
+        prepared.append((module, x))
+        results.append(m)
+    if latency and results:
+        synchronize(dev)
+        samples = interleaved([_runner(mod, x, dev) for mod, x in prepared], rounds=rounds, warmup=warmup)
+        for m, s in zip(results, samples):
+            m.latency = summarize(s)
+        by_name = {m.name: m for m in results}
+        pick = reference or (lambda name: results[0].name)
+        for m in results:
+            ref = by_name.get(pick(m.name) or "")
+            if ref is not None and ref.latency and m.latency:
+                m.latency_ratio = m.latency.median_ms / ref.latency.median_ms
+                m.reference = ref.name
+    return results
