@@ -281,6 +281,9 @@ def test_model_hard_coded_width_fails_only_at_scales_where_the_width_differs():
     by_scale = {p["scale"]: p for p in rep["points"]}
     assert by_scale["l"]["ok"] is True  # P5 is 512 wide at l: the hard-coded 512 happens to fit
     err = by_scale["n"]["error"]
+    # At n the builder's own dry run of layer 10 raises: reported as this scale failing, not as bad input.
+    assert (err["layer"], err["module"]) == (10, "HardCodedWidth")
+    assert err["message"].startswith(f"while building the model: {WIDTH_YAML}:23: layer 10 (HardCodedWidth)")
     assert err["cause"] == "hard-coded-width"
     assert "built for 512 input channels but the tensor has 256" in err["hint"]
     assert err["line"] == marker_line("width")

@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "blocks",
     "compare",
     "check",
+    "profile",
 )
 
 STATE = {"debug": False}

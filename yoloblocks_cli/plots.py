@@ -49,7 +49,8 @@ def save_scale_figure(results: Sequence[Any], metrics: Sequence[str], path: Path
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 4.2), squeeze=False)
+    n_lines = max(len(results), 1) * 2
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 4.0 + 0.17 * n_lines), squeeze=False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, metric in zip(axes[0], metrics):
         for i, result in enumerate(results):
@@ -82,7 +83,8 @@ def save_scale_figure(results: Sequence[Any], metrics: Sequence[str], path: Path
             ax.set_xticklabels([_pretty_tokens(t) for t in ticks], rotation=45, fontsize=8)
             ax.minorticks_off()
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8, loc="upper left")
+            # under the axes, so that it never hides a measured point
+            ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.28), frameon=False)
     fig.suptitle(title)
     fig.tight_layout()
     _atomic_savefig(fig, path)

@@ -307,7 +307,7 @@ def locate(exc: BaseException, tracer: ShapeTracer, frames: Sequence[Frame],
         failure.layer = _maybe_int(tracer.label_of(layer.module))
         failure.module = type(layer.module).__name__
         failure.layer_input_shape = layer.input_shape
-        if inner is not None:
+        if inner is not None and inner is not layer:
             failure.inner = {"path": inner_path, "module": type(inner.module).__name__,
                              "input_shape": inner.input_shape}
     elif inner is not None:

@@ -7,6 +7,7 @@ directly, and from ``probes.py`` so the probes know nothing about the CLI.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,8 +145,10 @@ def model_layer_modules(built: Any) -> list[tuple[Any, Any]]:
     import torch.nn as nn
 
     explicit = getattr(built, "layer_modules", None)
+    if callable(explicit):
+        explicit = explicit()
     if explicit:
-        return [(i, m) for i, m in explicit]
+        return [(getattr(m, "i", pos), m) if isinstance(m, nn.Module) else tuple(m) for pos, m in enumerate(explicit)]
     infos = list(getattr(built, "layers", None) or [])
     mods = [getattr(info, "module", None) for info in infos]
     if infos and all(isinstance(m, nn.Module) for m in mods):
@@ -169,8 +172,13 @@ def model_targets(req: TraceRequest) -> tuple[list[Target], int]:
     for scale in scales:
         try:
             built = build_model(req.target, scale=scale, plugins=tuple(str(p) for p in req.plugins))
-        except UsageError:
-            raise
+        except UsageError as exc:
+            if not _LAYER_RAN.search(str(exc)) or exc.__context__ is None:
+                raise  # a malformed YAML, an unknown module: bad input
+            # The builder's dry run of one layer raised: the block fails at this scale.
+            targets.append(Target(None, None, f"{Path(req.target).name} (scale {scale})", scale, "model",
+                                  build_failure=build_failure(exc)))
+            continue
         except Exception as exc:  # noqa: BLE001 - one scale that cannot be built is a failed scale
             targets.append(Target(None, None, f"{Path(req.target).name} (scale {scale})", scale, "model",
                                   build_failure=build_failure(exc)))
@@ -194,16 +202,34 @@ def largest_stride(value: Any) -> int:
     return int(value)
 
 
+_LAYER_RAN = re.compile(r"layer (\d+) \(([^)]*)\): fails on its input ([\dx\[\], ]+?): ")
+
+
 def build_failure(exc: BaseException) -> Any:
-    """A model that raised while being built (e.g. a block run once to learn its width)."""
+    """A model that raised while being built: the builder runs each layer once on a small
+    input to learn its width, so a block that cannot handle this scale fails there. The
+    builder's one-line error keeps the layer; the exception it replaced (``__context__``)
+    keeps the block's file:line."""
     import torch.nn as nn
 
+    from yoloblocks_cli import hints
     from yoloblocks_cli.trace import locate
 
-    cause = exc.__cause__ if exc.__cause__ is not None else exc
-    f = locate(cause, ShapeTracer(nn.Identity()), [], None)
-    f.layer = f.layer if f.layer != "<root>" else None
-    f.message = f"while building the model: {exc}" if cause is exc else f"{exc}"
+    original = exc.__cause__ or exc.__context__ or exc
+    f = locate(original, ShapeTracer(nn.Identity()), [], None)
+    f.layer = None
+    f.message = f"while building the model: {exc}"
+    m = _LAYER_RAN.search(str(exc))
+    if m:
+        f.layer, f.module = int(m.group(1)), m.group(2)
+        dims = m.group(3).strip()
+        if re.fullmatch(r"\d+(x\d+)*", dims):
+            f.layer_input_shape = [int(d) for d in dims.split("x")]
+        if f.cause is None:
+            found = hints.recognise(hints.HintContext(
+                type(original).__name__, str(original), input_shape=f.layer_input_shape))
+            if found:
+                f.cause, f.hint = found
     return f
 
 

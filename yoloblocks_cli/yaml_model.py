@@ -1,0 +1,608 @@
+"""YOLO YAML -> ``nn.Module``, without ultralytics, exact to the parameter.
+
+The builder follows ultralytics' ``parse_model`` row by row, but every per-module rule
+comes from the block's registered :class:`~blocks.conventions.Convention` (or the dialect's
+override of it), never from an ``if m in {...}`` chain. It is safe: the YAML is read with
+``yaml.safe_load``, arguments are literals or the names the dialect allows (``nc``,
+``kpt_shape``), and an ``activation:`` string is parsed against an allow-list.
+
+While building, every layer is run once on a 256x256 zero image (as ultralytics does to
+learn the strides). That run gives unregistered plugin blocks their output width and finds
+a channel mismatch at the layer that has it, with the YAML line.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import inspect
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+from yoloblocks_cli.errors import CheckFailed, UsageError
+
+SCALES_RE = re.compile(r"yolo(e-)?[v]?\d+([nslmx])")
+ACTIVATIONS = frozenset({
+    "SiLU", "ReLU", "ReLU6", "LeakyReLU", "Hardswish", "Hardsigmoid", "GELU", "Mish", "Sigmoid", "Tanh",
+    "ELU", "PReLU", "SELU", "CELU", "Softplus", "Identity",
+})
+
+
+# --- where a model comes from ----------------------------------------------------------------
+
+
+def cfg_dir() -> Path:
+    import blocks
+
+    return Path(blocks.__file__).parent / "cfg"
+
+
+def shipped_models() -> dict[str, Path]:
+    """Short name -> YAML for every model the tool ships (``blocks/cfg/**.yaml``)."""
+    return {p.stem: p for p in sorted(cfg_dir().rglob("*.yaml"))}
+
+
+def _candidate_stems(stem: str) -> list[str]:
+    """``yolov8n6`` -> ``yolov8n-p6``; ``yolov8n-p2`` -> ``yolov8-p2`` (ultralytics' unified names)."""
+    if stem in {f"yolov{d}{x}6" for x in "nsmlx" for d in (5, 8)}:
+        stem = re.sub(r"(\d+)([nslmx])6(.+)?$", r"\1\2-p6\3", stem)
+    unified = re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", stem)
+    return [stem] if unified == stem else [stem, unified]
+
+
+def _requested_stem(stem: str) -> str:
+    return _candidate_stems(stem)[0]
+
+
+def guess_model_scale(path: str | Path) -> str:
+    """The scale letter in a model file name (``yolov8n`` -> ``n``), as ultralytics guesses it."""
+    m = SCALES_RE.search(Path(str(path)).stem)
+    return m.group(2) if m else ""
+
+
+def resolve_model_path(name: str | Path) -> Path:
+    """A YAML path, or a shipped model's short name (``yolo11s``, ``yolov8n-p2.yaml``), -> its file."""
+    text = str(name)
+    p = Path(text).expanduser()
+    if p.is_file():
+        return p
+    stem = p.name[:-5] if p.name.endswith(".yaml") else p.name[:-4] if p.name.endswith(".yml") else p.name
+    if p.parent != Path(".") or text.endswith((".yaml", ".yml")):
+        for cand in _candidate_stems(stem):
+            q = p.with_name(cand + (p.suffix or ".yaml"))
+            if q.is_file():
+                return q
+    shipped = shipped_models()
+    for cand in _candidate_stems(stem):
+        if cand in shipped:
+            return shipped[cand]
+    import difflib
+
+    close = difflib.get_close_matches(stem, list(shipped), n=5, cutoff=0.6)
+    hint = f" (did you mean: {', '.join(close)}?)" if close else ""
+    raise UsageError(f"no such model YAML: {text}{hint}")
+
+
+# --- reading the YAML ------------------------------------------------------------------------
+
+
+@dataclass
+class YamlDoc:
+    """A parsed model YAML with the source line of every layer row."""
+
+    path: Path
+    data: dict
+    rows: list[tuple[Any, int]]  # (row, 1-based line) for backbone + head, in order
+    key_lines: dict[str, int]
+
+
+def _where(path: Path | str, line: int | None) -> str:
+    return f"{path}:{line}" if line else f"{path}"
+
+
+def read_yaml(path: Path, text: str | None = None) -> YamlDoc:
+    """safe_load the document and read each layer row's line from the composed node tree."""
+    import yaml
+
+    if text is None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UsageError(f"{_where(path, line)}: malformed YAML: {problem}") from None
+    if not isinstance(data, dict) or not isinstance(root, yaml.MappingNode):
+        raise UsageError(f"{path}: not a model YAML: expected a mapping with 'backbone' and 'head'")
+    key_lines: dict[str, int] = {}
+    row_lines: dict[str, list[int]] = {}
+    for key_node, value_node in root.value:
+        key_lines[str(key_node.value)] = key_node.start_mark.line + 1
+        if isinstance(value_node, yaml.SequenceNode):
+            row_lines[str(key_node.value)] = [item.start_mark.line + 1 for item in value_node.value]
+    rows: list[tuple[Any, int]] = []
+    for section in ("backbone", "head"):
+        block = data.get(section)
+        if block is None:
+            if section == "backbone":
+                raise UsageError(f"{path}: not a model YAML: no 'backbone' list")
+            continue
+        if not isinstance(block, list):
+            raise UsageError(f"{_where(path, key_lines.get(section))}: '{section}' must be a list of "
+                             "[from, repeats, module, args] rows")
+        lines = row_lines.get(section, [])
+        rows.extend((row, lines[k] if k < len(lines) else key_lines.get(section, 0)) for k, row in enumerate(block))
+    return YamlDoc(path, data, rows, key_lines)
+
+
+def parse_activation(text: str) -> Any:
+    """``nn.LeakyReLU(0.1)`` -> the module, from an allow-list, by parsing (never ``eval``)."""
+    from torch import nn
+
+    try:
+        node = ast.parse(text.strip(), mode="eval").body
+    except SyntaxError:
+        raise ValueError(f"not an activation expression: {text!r}") from None
+    if isinstance(node, (ast.Attribute, ast.Name)):  # `nn.SiLU` without parentheses
+        node = ast.Call(func=node, args=[], keywords=[])
+    if not isinstance(node, ast.Call):
+        raise ValueError(f"not an activation expression: {text!r}")
+    func = node.func
+    parts: list[str] = []
+    while isinstance(func, ast.Attribute):
+        parts.insert(0, func.attr)
+        func = func.value
+    if isinstance(func, ast.Name):
+        parts.insert(0, func.id)
+    name = parts[-1] if parts else ""
+    prefix = parts[:-1]
+    if prefix not in ([], ["nn"], ["torch", "nn"]) or name not in ACTIVATIONS:
+        raise ValueError(f"activation {text!r} is not allowed; use one of: "
+                         f"{', '.join('nn.' + a + '()' for a in sorted(ACTIVATIONS))}")
+    try:
+        args = [ast.literal_eval(a) for a in node.args]
+        kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords if k.arg}
+    except ValueError:
+        raise ValueError(f"activation {text!r}: arguments must be literals") from None
+    return getattr(nn, name)(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def default_activation(act: Any) -> Iterator[None]:
+    """Conv.default_act is class state (ultralytics mutates it); set it for one build only."""
+    from blocks.conv import Conv
+
+    saved = Conv.default_act
+    if act is not None:
+        Conv.default_act = act
+    try:
+        yield
+    finally:
+        Conv.default_act = saved
+
+
+# --- the model -------------------------------------------------------------------------------
+
+
+def _model_class() -> type:
+    if "YoloModel" in globals():
+        return globals()["YoloModel"]
+    from torch import nn
+
+    class YoloModel(nn.Module):
+        """The built graph: ``model`` is an nn.Sequential of layers that carry ``i``, ``f``,
+        ``type`` and ``np`` exactly as ultralytics' layers do, run by the same loop."""
+
+        def __init__(self, layers: list, save: list[int], stride: Any, yaml: dict):
+            super().__init__()
+            self.model = nn.Sequential(*layers)
+            self.save = save
+            self.stride = stride
+            self.yaml = yaml
+            self.names = {i: f"{i}" for i in range(int(yaml.get("nc", 80) or 0))}
+
+        def forward(self, x: Any) -> Any:
+            y: list = []
+            for m in self.model:
+                if m.f != -1:
+                    x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
+                x = m(x)
+                y.append(x if m.i in self.save else None)
+            return x
+
+    YoloModel.__qualname__ = "YoloModel"
+    YoloModel.__module__ = __name__
+    globals()["YoloModel"] = YoloModel
+    return YoloModel
+
+
+def __getattr__(name: str) -> Any:  # YoloModel is defined lazily: this module must not import torch
+    if name == "YoloModel":
+        return _model_class()
+    raise AttributeError(name)
+
+
+@dataclass
+class LayerInfo:
+    """One YAML row as built."""
+
+    index: int
+    from_: int | list[int]
+    n: int  # repeats after depth scaling (ultralytics' n_)
+    module: str  # the name written in the YAML
+    type: str  # dotted class path, as ultralytics' ``m.type``
+    args: list  # the constructor's positional arguments
+    kwargs: dict[str, Any]
+    params: int
+    line: int
+    c_out: Any
+    registered: bool = True
+
+    def as_json(self) -> dict[str, Any]:
+        return {"index": self.index, "from": self.from_, "n": self.n, "module": self.module, "type": self.type,
+                "args": _jsonable(self.args), "params": self.params, "line": self.line}
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    return repr(v)
+
+
+@dataclass
+class BuiltModel:
+    """What :func:`build_model` returns (``model`` is in eval mode)."""
+
+    model: Any
+    layers: list[LayerInfo]
+    stride: tuple[float, ...]
+    yaml_path: Path
+    scale: str | None
+    dialect: str
+    name: str
+    yaml: dict = field(default_factory=dict)
+    channels: int = 3
+
+    @property
+    def params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    @property
+    def gradients(self) -> int:
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
+    @property
+    def n_modules(self) -> int:
+        """ultralytics' "layers" in its summary line: ``len(list(model.modules()))``."""
+        return len(list(self.model.modules()))
+
+    def layer_modules(self) -> list[Any]:
+        return list(self.model.model)
+
+
+# --- building ----------------------------------------------------------------------------------
+
+
+_WIDTH_CACHE: dict[tuple, Any] = {}
+
+
+@dataclass
+class _Resolver:
+    """Finds the class for a YAML module name: dialect rename, registry, plugins, then torch.nn."""
+
+    dialect: Any
+    plugins: dict[str, type]
+
+    def find(self, name: str) -> tuple[type, Any, str]:
+        """(class, convention or None, display name)."""
+        from blocks.registry import UnknownBlockError, get_block
+
+        key = self.dialect.rename.get(name, name)
+        try:
+            info = get_block(key)
+            if key != info.name and key not in info.aliases:  # YAML names are case-sensitive, as in ultralytics
+                raise UnknownBlockError(key, [info.name])
+        except UnknownBlockError as exc:
+            if key in self.plugins:
+                cls = self.plugins[key]
+                from blocks.registry import info_for_class
+
+                info2 = info_for_class(cls)
+                return cls, (info2.convention if info2 else None), key
+            if key.startswith(("nn.", "torch.nn.")):
+                import torch.nn as nn
+
+                cls = getattr(nn, key.rsplit(".", 1)[1], None)
+                if isinstance(cls, type) and issubclass(cls, nn.Module):
+                    return cls, None, key
+            import difflib
+
+            pool = set(exc.suggestions) | set(difflib.get_close_matches(key, list(self.plugins), n=3, cutoff=0.5))
+            hint = f" (did you mean: {', '.join(sorted(pool))}?)" if pool else ""
+            raise LookupError(f"unknown module '{name}'{hint}") from None
+        conv = self.dialect.conventions.get(info.name, info.convention)
+        return info.cls, conv, info.name
+
+
+def load_plugins(plugins: Iterable[str | Path]) -> dict[str, type]:
+    """Import each plugin file; every nn.Module class it defines becomes a YAML module name."""
+    from torch import nn
+
+    from yoloblocks_cli.load import import_file
+
+    found: dict[str, type] = {}
+    for p in plugins:
+        mod = import_file(p)
+        for attr, obj in vars(mod).items():
+            if isinstance(obj, type) and issubclass(obj, nn.Module) and not attr.startswith("_"):
+                found.setdefault(attr, obj)
+    return found
+
+
+def _resolve_arg(a: Any, names: dict[str, Any]) -> Any:
+    if not isinstance(a, str):
+        return a
+    if a in names:
+        return names[a]
+    try:
+        return ast.literal_eval(a)
+    except (ValueError, SyntaxError):
+        return a
+
+
+def _check_from(f: Any, i: int) -> list[int]:
+    items = f if isinstance(f, list) else [f]
+    if not items or not all(isinstance(x, int) and not isinstance(x, bool) for x in items):
+        raise ValueError(f"'from' must be an integer or a list of integers, got {f!r}")
+    for x in items:
+        if i == 0 and x != -1:
+            raise ValueError(f"'from' {x} out of range: the first layer can only take the input (-1)")
+        if x >= i:
+            raise ValueError(f"'from' {x} points forward: layer {i} can only use layers 0..{i - 1} or -1")
+        if i > 0 and x < -i:
+            raise ValueError(f"'from' {x} out of range: layer {i} has only {i} earlier layers")
+    return items
+
+
+def _shapes(x: Any) -> str:
+    if isinstance(x, (list, tuple)):
+        return "[" + ", ".join(_shapes(v) for v in x) + "]"
+    shape = getattr(x, "shape", None)
+    return "x".join(str(d) for d in shape) if shape is not None else type(x).__name__
+
+
+def _call_text(name: str, args: list, kwargs: dict) -> str:
+    return f"{name}({', '.join([repr(a) for a in args] + [f'{k}={v!r}' for k, v in kwargs.items()])})"
+
+
+def build_model(path_or_name: str | Path, scale: str | None = None, plugins: Sequence[str | Path] = (),
+                nc: int | None = None, dialect: str | None = None, channels: int | None = None) -> BuiltModel:
+    """Build a YOLO YAML (a path or a shipped short name) into a model, exactly as ultralytics would."""
+    import torch
+
+    import blocks  # noqa: F401  (registers the library)
+    from blocks.conventions import LayerContext
+    from yoloblocks_cli.dialects import detect_dialect, get_dialect
+
+    path = resolve_model_path(path_or_name)
+    requested = Path(str(path_or_name))
+    req_name = requested.name
+    req_stem = _requested_stem(req_name.rsplit(".", 1)[0] if req_name.endswith((".yaml", ".yml")) else req_name)
+    doc = read_yaml(path)
+    d = dict(doc.data)
+    if nc is not None:
+        d["nc"] = nc
+    try:
+        dia = get_dialect(dialect) if dialect else detect_dialect(d)
+    except KeyError as exc:
+        raise UsageError(str(exc.args[0])) from None
+    plugin_classes = load_plugins(plugins)
+    resolver = _Resolver(dia, plugin_classes)
+
+    # scale: --scale, else the file name the user typed (yolov8n -> n), else the first in `scales`
+    scales = d.get("scales")
+    depth, width = d.get("depth_multiple", 1.0), d.get("width_multiple", 1.0)
+    max_channels: float = float("inf")
+    used_scale = scale or (guess_model_scale(req_stem) if dia.fact("scale_from_file_name") else "") or None
+    if scales:
+        if not isinstance(scales, dict):
+            raise UsageError(f"{_where(path, doc.key_lines.get('scales'))}: 'scales' must map a letter to "
+                             "[depth, width, max_channels]")
+        if used_scale is None or (used_scale not in scales and scale is None):
+            used_scale = next(iter(scales))
+        if used_scale not in scales:
+            raise UsageError(f"{_where(path, doc.key_lines.get('scales'))}: scale '{used_scale}' is not defined; "
+                             f"this YAML has: {', '.join(map(str, scales))}")
+        try:
+            depth, width, max_channels = scales[used_scale]
+        except (TypeError, ValueError):
+            raise UsageError(f"{_where(path, doc.key_lines.get('scales'))}: scale '{used_scale}' must be "
+                             "[depth, width, max_channels]") from None
+    elif scale is not None:
+        raise UsageError(f"{path}: --scale {scale} given but this YAML has no 'scales'")
+    else:
+        used_scale = None
+
+    act = d.get("activation")
+    act_module = None
+    if act:
+        try:
+            act_module = parse_activation(str(act))
+        except ValueError as exc:
+            raise UsageError(f"{_where(path, doc.key_lines.get('activation'))}: {exc}") from None
+
+    ch0 = int(channels or d.get("channels", 3) or 3)
+    names = {k: d.get(k) for k in dia.fact("arg_names")}
+    nc_val = d.get("nc", 80)
+    state = dict(dia.fact("initial_state"))
+    probe = int(dia.fact("stride_probe"))
+    keep_nc = dia.fact("keep_nc_width")
+
+    layers: list[Any] = []
+    infos: list[LayerInfo] = []
+    save: list[int] = []
+    ch: list[Any] = [ch0]
+    outs: list[Any] = []
+    x = torch.zeros(1, ch0, probe, probe)
+    stride = None
+
+    with default_activation(act_module), torch.no_grad():
+        for i, (row, line) in enumerate(doc.rows):
+            loc = f"{_where(path, line)}: layer {i}"
+            if not isinstance(row, list) or len(row) != 4:
+                raise UsageError(f"{loc}: a layer row must be [from, repeats, module, args], got {row!r}")
+            f, n, mname, args = row
+            loc = f"{loc} ({mname})"
+            if not isinstance(mname, str):
+                raise UsageError(f"{_where(path, line)}: layer {i}: module must be a name, got {mname!r}")
+            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+                raise UsageError(f"{loc}: repeats must be a positive integer, got {n!r}")
+            if not isinstance(args, list):
+                raise UsageError(f"{loc}: args must be a list, got {args!r}")
+            try:
+                f_list = _check_from(f, i)
+            except ValueError as exc:
+                raise UsageError(f"{loc}: {exc}") from None
+            try:
+                cls, convention, display = resolver.find(mname)
+            except LookupError as exc:
+                raise UsageError(f"{loc}: {exc}") from None
+            args = [_resolve_arg(a, names) for a in args]
+            n_ = max(round(n * depth), 1) if n > 1 else n
+            ch_in = [ch[j] for j in f_list]
+            if convention is not None:
+                ctx = LayerContext(ch_in=ch_in, args=list(args), n=n_, nc=(nc_val if keep_nc else -1), width=width,
+                                   max_channels=max_channels, scale=used_scale,
+                                   extra={"state": state, "yaml": d, "dialect": dia, "index": i})
+                try:
+                    res = convention.resolve(ctx)
+                except (IndexError, TypeError, ValueError) as exc:
+                    raise UsageError(f"{loc}: arguments {args!r} do not fit the '{convention.name}' rule: "
+                                     f"{exc.__class__.__name__}: {exc}") from None
+                call_args, kwargs, c_out, repeats = res.args, dict(res.kwargs), res.c_out, res.repeats
+            else:  # unregistered: width from the signature, output width from the dry run
+                from yoloblocks_cli.load import first_param_is_width
+
+                lead = [ch_in[0]] if (first_param_is_width(cls) and not display.startswith(("nn.", "torch.nn."))
+                                       and len(ch_in) == 1) else []
+                call_args, kwargs, c_out, repeats = [*lead, *args], {}, None, n_
+            m_ = _construct(cls, call_args, kwargs, repeats, loc, display)
+            m_.np = sum(p.numel() for p in m_.parameters())
+            m_.i, m_.f, m_.type = i, f, f"{cls.__module__}.{cls.__qualname__}"
+            # dry run (ultralytics' stride pass, layer by layer)
+            inp = x if f == -1 else outs[f] if isinstance(f, int) else [x if j == -1 else outs[j] for j in f]
+            m_.eval()
+            is_head = isinstance(getattr(m_, "stride", None), torch.Tensor)
+            if is_head:
+                m_.training = True  # the head alone: raw per-level maps, as ultralytics' stride pass
+            try:
+                x = m_(inp)
+            except Exception as exc:  # noqa: BLE001 - a layer that cannot run on its inputs is a YAML error
+                msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                raise UsageError(f"{loc}: fails on its input {_shapes(inp)}: {exc.__class__.__name__}: {msg}"
+                                 f" (built as {_call_text(display, call_args, kwargs)})") from None
+            finally:
+                m_.training = False
+            if is_head:
+                feats = inp if isinstance(inp, list) else [inp]
+                stride = torch.tensor([probe / t.shape[-2] for t in feats])
+                m_.stride = stride
+            if c_out is None:
+                c_out = x.shape[1] if isinstance(x, torch.Tensor) and x.dim() >= 2 else ch_in[0]
+            outs.append(x)
+            save.extend(j % i for j in f_list if j != -1)
+            layers.append(m_)
+            infos.append(LayerInfo(i, f, n_, mname, m_.type, call_args, kwargs, m_.np, line, c_out,
+                                   registered=convention is not None))
+            if i == 0:
+                ch = []
+            ch.append(c_out)
+    if not layers:
+        raise UsageError(f"{path}: the model has no layers")
+    del outs
+    model = _model_class()(layers, sorted(save), stride if stride is not None else torch.tensor([32.0]), d)
+    _initialize(model)
+    model.eval()
+    name = req_stem.replace("yolo", "YOLO") if req_stem else "Model"
+    return BuiltModel(model, infos, tuple(float(s) for s in model.stride), path, used_scale, dia.name, name, d, ch0)
+
+
+def _construct(cls: type, args: list, kwargs: dict, repeats: int, loc: str, display: str) -> Any:
+    from torch import nn
+
+    try:
+        sig = inspect.signature(cls)
+    except (TypeError, ValueError):
+        sig = None
+    if sig is not None:
+        try:
+            sig.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise UsageError(f"{loc}: wrong arguments for {_call_text(display, args, kwargs)}: {exc}") from None
+    try:
+        mods = [cls(*args, **kwargs) for _ in range(repeats)]
+    except (TypeError, ValueError, AssertionError) as exc:
+        raise UsageError(f"{loc}: {_call_text(display, args, kwargs)} raised {exc.__class__.__name__}: "
+                         f"{exc}") from None
+    except Exception as exc:  # noqa: BLE001
+        raise CheckFailed(f"{loc}: {_call_text(display, args, kwargs)} raised {exc.__class__.__name__}: "
+                          f"{exc}") from None
+    if not isinstance(mods[0], nn.Module):
+        raise UsageError(f"{loc}: {display} is not a torch.nn.Module")
+    return nn.Sequential(*mods) if repeats > 1 else mods[0]
+
+
+def _initialize(model: Any) -> None:
+    """ultralytics' initialize_weights: BN eps/momentum and in-place activations (numerics, not counts)."""
+    from torch import nn
+
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eps, m.momentum = 1e-3, 0.03
+        elif isinstance(m, (nn.Hardswish, nn.LeakyReLU, nn.ReLU, nn.ReLU6, nn.SiLU)):
+            m.inplace = True
+
+
+def ultralytics_gflops(built: BuiltModel | Any, imgsz: int | Sequence[int] = 640) -> float:
+    """GFLOPs exactly as ultralytics' ``get_flops``: thop, stride-aware, 2 x MACs / 1e9."""
+    import thop
+
+    model = built.model if isinstance(built, BuiltModel) else built
+    p = next(model.parameters())
+    hw = [imgsz, imgsz] if isinstance(imgsz, int) else list(imgsz)
+    stride = max(int(model.stride.max()), 32) if hasattr(model, "stride") else 32
+    import torch
+
+    im = torch.empty((1, p.shape[1], *hw), device=p.device, dtype=p.dtype)
+    with _quiet():
+        macs = thop.profile(model, inputs=[im], stride=stride, min_cells=1, verbose=False)[0]
+    return macs / 1e9 * 2
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    import io
+    import sys
+
+    saved = sys.stdout
+    sys.stdout = io.StringIO()
+    try:
+        yield
+    finally:
+        sys.stdout = saved
+
+
+def summary_line(built: BuiltModel, gflops: float | None) -> str:
+    """ultralytics' words: ``YOLOv8n summary: 225 layers, 3,157,200 parameters, 3,157,184 gradients, 8.9 GFLOPs``."""
+    fs = f", {gflops:.1f} GFLOPs" if gflops else ""
+    return (f"{built.name} summary: {built.n_modules:,} layers, {built.params:,} parameters, "
+            f"{built.gradients:,} gradients{fs}")
