@@ -32,12 +32,16 @@ def rope_2d_complex(t: torch.Tensor, h: int, w: int, base: float = 10000.0) -> t
     return torch.view_as_real(tc * rot).flatten(-2).to(t.dtype)
 
 
-def mlla_reference(m, x: torch.Tensor) -> torch.Tensor:
-    """MLLA with the N x N kernel matrix materialised, per head."""
+def mlla_reference(m, x: torch.Tensor, scrambled: bool = False) -> torch.Tensor:
+    """MLLA with the N x N kernel matrix materialised, per head.
+
+    ``scrambled=True`` feeds the tokens the article's ``x.reshape(B, N, C)`` produced (C-major
+    memory read as tokens, no permute), to show what that bug computes.
+    """
     b, c, h, w = x.shape
     n, nh = h * w, m.num_heads
     hd = c // nh
-    t = tokens(x)
+    t = x.reshape(b, n, c) if scrambled else tokens(x)
     q, k = (F.elu(F.linear(t, m.qk.weight, m.qk.bias)) + 1.0).chunk(2, -1)
     qr = rope_2d_complex(q.reshape(b, h, w, c), h, w).reshape(b, n, c)
     kr = rope_2d_complex(k.reshape(b, h, w, c), h, w).reshape(b, n, c)
@@ -47,7 +51,7 @@ def mlla_reference(m, x: torch.Tensor) -> torch.Tensor:
         kernel = qr[..., s] @ kr[..., s].transpose(1, 2) / n  # (B, N, N)
         denom = (q[..., s] @ k[..., s].transpose(1, 2)).mean(-1, keepdim=True) + 1e-6
         out[..., s] = kernel @ t[..., s] / denom
-    return untokens(out, h, w) + m.lepe(x)
+    return untokens(out, h, w) + m.lepe(untokens(t, h, w))
 
 
 def fla_reference(m, x: torch.Tensor) -> torch.Tensor:

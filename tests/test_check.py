@@ -320,6 +320,8 @@ def yb_in(tmp_path: Path, capsys, *args: str) -> tuple[int, str, str]:
 
 PASSING = f"""
     reference = "c2f"
+    rounds = 2
+    warmup = 0
 
     [blocks.c2f]
     block = "C2f"
@@ -427,3 +429,86 @@ def test_check_cli_exit_code_in_a_subprocess(tmp_path):
                           capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=300)
     assert proc.returncode == 1, proc.stderr
     assert "params 1,888 > max_params 1,887 (+1, 0.1% over)" in proc.stdout
+
+
+def test_tiny_latency_ratio_keeps_significant_digits():
+    (f,) = evaluate_budgets(_m(ratio=0.004213, ref="c2f"), Budgets(max_latency_ratio=2))
+    assert f.message == "latency 0.00421x c2f <= 2x"
+
+
+# ----------------------------------------------------------------------------- CI files
+
+
+def test_documented_workflow_is_the_shipped_file_and_valid_yaml():
+    import yaml
+
+    shipped = (ROOT / "docs" / "examples" / "yb-check.yml").read_text(encoding="utf-8")
+    doc = (ROOT / "docs" / "check.md").read_text(encoding="utf-8")
+    assert "```yaml\n" + shipped.rstrip() + "\n```" in doc
+    flow = yaml.safe_load(shipped)
+    steps = flow["jobs"]["yb-check"]["steps"]
+    run = next(s for s in steps if s.get("name") == "yb check")
+    assert run["shell"] == "bash" and run["run"].startswith("yb check --junit yb-check.xml --markdown")
+
+
+def test_pre_commit_hook_definition():
+    import yaml
+
+    (hook,) = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text(encoding="utf-8"))
+    assert (hook["id"], hook["entry"], hook["language"], hook["pass_filenames"]) == (
+        "yb-check", "yb check", "system", False)
+
+
+# ----------------------------------------------------------------------------- models
+
+
+@pytest.fixture
+def fake_models(monkeypatch):
+    """A stand-in for yoloblocks_cli.yaml_model: records calls, builds a tiny two-layer 'model'."""
+    import sys
+    import types
+
+    import torch.nn as nn
+
+    calls = []
+    fake = types.ModuleType("yoloblocks_cli.yaml_model")
+
+    def resolve_model_path(name):
+        if name != "tiny":
+            raise FileNotFoundError(name)
+        return Path("tiny.yaml")
+
+    def build_model(name, scale=None, plugins=(), nc=None):
+        calls.append((name, scale, tuple(plugins), nc))
+        layers = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.Conv2d(8, 4, 1))  # 224 + 36 params
+        return types.SimpleNamespace(model=nn.Sequential(layers), layers=[], stride=[2])
+
+    fake.resolve_model_path, fake.build_model = resolve_model_path, build_model
+    monkeypatch.setitem(sys.modules, "yoloblocks_cli.yaml_model", fake)
+    return calls
+
+
+def test_models_are_built_by_the_yaml_helper_and_checked(tmp_path, capsys, fake_models):
+    _write(tmp_path, '[models.tiny]\nscale = "n"\nnc = 3\nsize = 32\nsweep = [32, "32x24"]\nmax_params = 260\n'
+                     '[models.other]\nmodel = "nets/other.yaml"\nsize = "2x3x16x16"\nmax_params = 259\n')
+    code, out, _ = yb_in(tmp_path, capsys, "check", "--json")
+    report = json.loads(out)
+    assert code == 1
+    assert fake_models == [("tiny", "n", (), 3), ("nets/other.yaml", None, (), None)]
+    assert [(t["name"], t["kind"], t["target"], t["input_shape"], t["params"]["total"])
+            for t in report["targets"]] == [("tiny", "model", "tiny (scale n)", [1, 3, 32, 32], 260),
+                                            ("other", "model", "nets/other.yaml", [2, 3, 16, 16], 260)]
+    verdicts = {(c["target"], c["check"]): c["ok"] for c in report["checks"]}
+    assert verdicts == {("tiny", "max_params"): True, ("tiny", "sweep 1x3x32x32"): True,
+                        ("tiny", "sweep 1x3x32x24"): True, ("other", "max_params"): False}
+
+
+def test_missing_baseline_and_update_without_baseline_table_exit_2(tmp_path, capsys):
+    _write(tmp_path, '[blocks.c2f]\nblock = "C2f"\nsize = "16x8x8"\n[baseline]\nfile = "nope.json"\nparams = 0\n')
+    code, out, err = yb_in(tmp_path, capsys, "check")
+    assert (code, out) == (2, "")
+    assert err == (f"error: baseline file {tmp_path / 'nope.json'} not found: create it with "
+                   "`yb check --update-baseline`\n")
+    _write(tmp_path, '[blocks.c2f]\nblock = "C2f"\nsize = "16x8x8"\n')
+    assert yb_in(tmp_path, capsys, "check", "--update-baseline")[::2] == (
+        2, 'error: yb.toml: --update-baseline needs a [baseline] table with file = "..."\n')

@@ -10,6 +10,8 @@ from yoloblocks_cli.markdown import compare_markdown, compare_table, delta_pct, 
 from yoloblocks_cli.measure import LatencyStats, Measurement, interleaved, summarize
 from yoloblocks_cli.targets import block_shape, is_model, model_shape
 
+from test_check import yb_in
+
 
 def _fake() -> list[Measurement]:
     a = Measurement("C2f", "block", "C2f(64, 64)", [1, 64, 40, 40], 29_056,
@@ -84,10 +86,11 @@ def test_sizes_for_blocks_and_models():
     assert is_model("x/y.yaml") and not is_model("C2f") and not is_model("pkg.mod:Class")
 
 
-def test_compare_json_and_markdown_cli(yb):
-    proc = yb("compare", "C2f", "C3", "--size", "16x8x8", "--rounds", "2", "--warmup", "0", "--json")
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
+def test_compare_json_cli(tmp_path, capsys):
+    code, out, err = yb_in(tmp_path, capsys, "compare", "C2f", "C3", "--size", "16x8x8", "--rounds", "2",
+                           "--warmup", "0", "--json")
+    assert code == 0, err
+    report = json.loads(out)
     assert (report["schema"], report["command"]) == ("yoloblocks.report/1", "compare")
     assert [(t["target"], t["params"]["total"], t["input_shape"]) for t in report["targets"]] == [
         ("C2f(16, 16)", 1_888, [1, 16, 8, 8]), ("C3(16, 16)", 1_248, [1, 16, 8, 8])]
@@ -95,12 +98,50 @@ def test_compare_json_and_markdown_cli(yb):
     assert first["latency_ratio"] == 1.0 and first["latency_ms"]["runs"] == 2
     assert first["flops"]["torch"] == 2 * (16 * 16 * 64 + 24 * 16 * 64 + 2 * 8 * 8 * 9 * 64)
     assert second["reference"] == "C2f"
+    assert first["delta_pct"]["params"] == 0.0
+    assert second["delta_pct"]["params"] == pytest.approx((1_248 - 1_888) / 1_888 * 100)
+    assert second["delta_pct"]["flops_torch"] == pytest.approx(
+        (second["flops"]["torch"] - first["flops"]["torch"]) / first["flops"]["torch"] * 100)
 
 
-def test_compare_needs_two_targets_and_a_block_size(yb):
-    one = yb("compare", "C2f", "--size", "16x8x8")
-    assert (one.returncode, one.stderr.strip()) == (
-        2, "error: compare needs at least two targets, e.g. yb compare C2f C3 --size 64x40x40")
-    nosize = yb("compare", "C2f", "C3", "--no-latency")
-    assert (nosize.returncode, nosize.stderr.strip()) == (
-        2, "error: a block needs an input size: pass --size CxHxW, e.g. --size 64x40x40")
+def test_compare_markdown_cli_has_every_column(tmp_path, capsys):
+    code, out, _ = yb_in(tmp_path, capsys, "compare", "C2f", "C3", "--channels", "16", "--size", "8x8",
+                         "--no-latency", "--markdown")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == ("| Target | Input | Params | GFLOPs (torch) | GFLOPs (ultralytics) | GFLOPs (fvcore) "
+                        "| Peak memory (MiB) |")
+    assert lines[2].startswith("| C2f(16, 16) | 1x16x8x8 | 1,888 | 0.000229 |")
+    assert lines[3].startswith("| C3(16, 16) | 1x16x8x8 | 1,248 (-33.9%) |")
+    assert lines[-1].startswith("FLOPs = 2 x MACs; ") and lines[-1].endswith("; deltas against C2f(16, 16).")
+
+
+def test_compare_needs_two_targets_and_a_block_size(tmp_path, capsys):
+    assert yb_in(tmp_path, capsys, "compare", "C2f", "--size", "16x8x8")[::2] == (
+        2, "error: compare needs at least two targets, e.g. yb compare C2f C3 --size 64x40x40\n")
+    assert yb_in(tmp_path, capsys, "compare", "C2f", "C3", "--no-latency")[::2] == (
+        2, "error: a block needs an input size: pass --size CxHxW, e.g. --size 64x40x40\n")
+
+
+def test_compare_in_a_subprocess_exits_2_on_a_malformed_size(yb):
+    proc = yb("compare", "C2f", "C3", "--size", "64x40")
+    assert (proc.returncode, proc.stderr.strip()) == (
+        2, "error: malformed size '64x40': a block takes CxHxW or BxCxHxW, e.g. 64x160x160")
+
+
+def test_json_and_markdown_are_exclusive(tmp_path, capsys):
+    assert yb_in(tmp_path, capsys, "compare", "C2f", "C3", "--size", "16x8x8", "--json", "--markdown")[::2] == (
+        2, "error: --json and --markdown both print to stdout: choose one (or --output FILE for the JSON)\n")
+
+
+def test_cuda_targets_are_timed_with_cuda_events(monkeypatch):
+    """The CUDA path (no GPU here): each interleaved run goes through the engine's CUDA-event timer."""
+    import torch
+
+    from yoloblocks_cli import bench, measure
+
+    seen = []
+    monkeypatch.setattr(bench, "_time_cuda", lambda step, device: seen.append(device) or 2.5)
+    monkeypatch.setattr(bench, "_time_cpu", lambda step: pytest.fail("CPU timer used for a CUDA device"))
+    run = measure._runner(torch.nn.Identity(), torch.zeros(1), torch.device("cuda", 0))
+    assert run() == 2.5 and seen == [torch.device("cuda", 0)]

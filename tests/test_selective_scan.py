@@ -198,26 +198,36 @@ def _fake_kernel(name):
         else:
             z, delta_bias, dout, _x, _out, _dz, softplus, _rec = rest
         out, last, ck = scan_torch.scan_forward(u, delta, A, B, C, D, None, delta_bias, softplus)
+        dz = None
+        if z is not None:  # the kernel's dout is the gradient of out * silu(z)
+            sig = torch.sigmoid(z)
+            dz = dout * out * sig * (1 + z * (1 - sig))
+            dout = dout * z * sig
         g = scan_torch.scan_backward(dout, None, ck, u, delta, A, B, C, D, None, delta_bias, softplus)
-        return (*g[:6], torch.zeros_like(u) if z is not None else None, g[7]) if not name.endswith("_core") \
-            else (*g[:6], g[7])
+        return (*g[:6], g[7], dz) if z is not None else (*g[:6], g[7])
 
     return types.SimpleNamespace(__name__=name, fwd=fwd, bwd=bwd), calls
 
 
-@pytest.mark.parametrize("name", ["selective_scan_cuda_core", "selective_scan_cuda"])
-def test_kernel_path_calls_extension_and_matches(monkeypatch, name):
+@pytest.mark.parametrize("name,with_z", [("selective_scan_cuda_core", False), ("selective_scan_cuda", False),
+                                         ("selective_scan_cuda_core", True), ("selective_scan_cuda", True)])
+def test_kernel_path_calls_extension_and_matches(monkeypatch, name, with_z):
     """With the backend forced to the kernel, forward and backward go through its fwd/bwd."""
     fake, calls = _fake_kernel(name)
     monkeypatch.setattr(scan_mod, "load_kernel", lambda: fake)
     monkeypatch.setattr(scan_mod, "resolve_backend", lambda device: "kernel")
     inp = make_inputs(12, bsz=1, dim=4, nstate=3, groups=1)
     inp["B"], inp["C"] = inp["B"][:, 0], inp["C"][:, 0]
-    inp["z"] = None
+    if not with_z:
+        inp["z"] = None
     leaves = {k: v.clone().requires_grad_(v.is_floating_point()) for k, v in inp.items() if v is not None}
     out, last = selective_scan(**leaves, delta_softplus=True, return_last_state=True)
     out.sum().backward()
     assert [c[0] for c in calls] == ["fwd", "fwd", "bwd"]  # bwd recomputes the kernel's states
+    if name.endswith("_core"):
+        assert all(c[2] == (3 if c[0] == "fwd" else 5) for c in calls)  # VMamba core: no z argument
+    else:
+        assert all(c[2] == (3 if c[0] == "fwd" else 8) for c in calls)  # mamba_ssm: z passed through
     assert all(c[1] == 4 for c in calls)  # B handed over grouped (b, G, N, L)
     y_ref, last_ref = reference_scan(**inp, delta_softplus=True)
     assert torch.allclose(out.double(), y_ref, atol=1e-4) and torch.allclose(last.double(), last_ref, atol=1e-4)

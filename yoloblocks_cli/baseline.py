@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from yoloblocks_cli.budget import Finding, fmt_gflops, fmt_int
+from yoloblocks_cli.budget import Finding, fmt_gflops, fmt_int, fmt_ratio
 from yoloblocks_cli.check_config import Tolerance
 from yoloblocks_cli.errors import UsageError
 from yoloblocks_cli.measure import Measurement
@@ -60,7 +60,7 @@ def _fmt(metric: str, value: float) -> str:
         return fmt_int(int(value))
     if metric == "gflops":
         return fmt_gflops(value)
-    return f"{value:.2f}x"
+    return f"{fmt_ratio(value)}x"
 
 
 def _change(metric: str, old: float, new: float) -> str:

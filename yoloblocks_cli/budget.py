@@ -57,6 +57,11 @@ def fmt_ms(ms: float) -> str:
     return f"{ms:.1f}" if ms >= 100 else f"{ms:.2f}" if ms >= 1 else f"{ms:.3f}"
 
 
+def fmt_ratio(r: float) -> str:
+    """``1.23`` for ordinary ratios; three significant digits for tiny ones (never ``0.00``)."""
+    return f"{r:.2f}" if abs(r) >= 0.1 or r == 0 else f"{r:.3g}"
+
+
 def _over(value: float, limit: float) -> str:
     return f"{(value - limit) / limit * 100:.1f}% over" if limit else "limit is 0"
 
@@ -92,8 +97,8 @@ def evaluate_budgets(m: Measurement, budgets: Budgets, counter: str = "torch") -
             out.append(Finding(m.name, "max_latency_ratio", False, "latency ratio unavailable: not timed"))
         elif ratio <= limit_r:
             out.append(Finding(m.name, "max_latency_ratio", True,
-                               f"latency {ratio:.2f}x {m.reference} <= {limit_r:g}x"))
+                               f"latency {fmt_ratio(ratio)}x {m.reference} <= {limit_r:g}x"))
         else:
             out.append(Finding(m.name, "max_latency_ratio", False,
-                               f"latency {ratio:.2f}x {m.reference} > max_latency_ratio {limit_r:g}x"))
+                               f"latency {fmt_ratio(ratio)}x {m.reference} > max_latency_ratio {limit_r:g}x"))
     return out

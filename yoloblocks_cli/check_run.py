@@ -132,6 +132,10 @@ def run_check(cfg: CheckConfig, *, update_baseline: bool = False, threads: int |
     from yoloblocks_cli.targets import resolve_target
 
     say = progress or (lambda text: None)
+    if update_baseline and cfg.baseline is None:
+        raise UsageError(f"{cfg.path.name}: --update-baseline needs a [baseline] table with file = \"...\"")
+    # Bad input fails before anything is built: a missing or broken baseline is exit 2 at once.
+    baseline = load_baseline(cfg.baseline.file) if cfg.baseline is not None and not update_baseline else None
     dev, dt = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
     findings: list[Finding] = []
     built = []
@@ -178,21 +182,19 @@ def run_check(cfg: CheckConfig, *, update_baseline: bool = False, threads: int |
             extra.setdefault(t.name, {})["sweep"] = points
 
     baseline_written = None
-    if cfg.baseline is not None and not update_baseline:
+    if baseline is not None:
         say("comparing with the baseline")
-        findings.extend(diff_baseline(measurements, load_baseline(cfg.baseline.file),
-                                      cfg.baseline.tolerances, cfg.counter))
+        findings.extend(diff_baseline(measurements, baseline, cfg.baseline.tolerances, cfg.counter))
 
     report = base_report("check", _display(cfg.path), env_info(dev, dt, threads))
     report["counter"] = cfg.counter
     report["targets"] = [{**m.as_json(), **extra.get(m.name, {})} for m in measurements]
     report["checks"] = [f.as_json() for f in findings]
-    report["passed"] = sum(f.ok for f in findings)
+    report["passed"] = sum(f.ok and not f.skipped for f in findings)
     report["failed"] = sum(not f.ok for f in findings)
+    report["skipped"] = sum(f.skipped for f in findings)
     report["ok"] = report["failed"] == 0
     if update_baseline:
-        if cfg.baseline is None:
-            raise UsageError(f"{cfg.path.name}: --update-baseline needs a [baseline] table with file = \"...\"")
         if report["ok"]:
             write_baseline(cfg.baseline.file, report)
             baseline_written = cfg.baseline.file

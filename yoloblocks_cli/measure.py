@@ -100,6 +100,21 @@ def interleaved(runners: Sequence[Callable[[], float]], rounds: int, warmup: int
     return samples
 
 
+def _pct(value: float | None, first: float | None) -> float | None:
+    return None if value is None or first is None or first == 0 else (value - first) / first * 100
+
+
+def deltas_pct(m: Measurement, first: Measurement) -> dict[str, float | None]:
+    """Relative change against the first target, in % (None where either side is missing or zero)."""
+    lat = m.latency.median_ms if m.latency else None
+    lat0 = first.latency.median_ms if first.latency else None
+    out = {"params": _pct(m.params, first.params)}
+    out.update({f"flops_{c}": _pct(m.flops.get(c), first.flops.get(c)) for c in COUNTERS})
+    out["latency"] = _pct(lat, lat0)
+    out["memory"] = _pct(m.memory_peak, first.memory_peak)
+    return out
+
+
 # ----------------------------------------------------------------------------- torch parts
 
 

@@ -7,8 +7,6 @@ matplotlib is one clear line (exit 2) before any measuring starts.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -49,7 +47,8 @@ def save_scale_figure(results: Sequence[Any], metrics: Sequence[str], path: Path
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 4.2), squeeze=False)
+    n_lines = max(len(results), 1) * 2
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 4.0 + 0.17 * n_lines), squeeze=False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, metric in zip(axes[0], metrics):
         for i, result in enumerate(results):
@@ -82,7 +81,8 @@ def save_scale_figure(results: Sequence[Any], metrics: Sequence[str], path: Path
             ax.set_xticklabels([_pretty_tokens(t) for t in ticks], rotation=45, fontsize=8)
             ax.minorticks_off()
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8, loc="upper left")
+            # under the axes, so that it never hides a measured point
+            ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.28), frameon=False)
     fig.suptitle(title)
     fig.tight_layout()
     _atomic_savefig(fig, path)
@@ -94,17 +94,10 @@ def _atomic_savefig(fig: Any, path: Path) -> None:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise UsageError(f"cannot write figure '{path}': no such folder '{folder}'")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=folder)
-    os.close(fd)
-    try:
+    from yoloblocks_cli.atomic import atomic_path
+
+    with atomic_path(path, make_parents=False) as tmp:
         fig.savefig(tmp, format=path.suffix.lower().lstrip("."), dpi=100, metadata=_stable_metadata(path))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a figure is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _stable_metadata(path: Path) -> dict[str, Any]:

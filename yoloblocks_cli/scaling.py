@@ -228,11 +228,12 @@ def tail_slope(tokens: Sequence[float], costs: Sequence[float], k: int = TAIL_PO
     return fit_power([n for n, _ in tail], [c for _, c in tail]).slope
 
 
-def verdict(metric: str, fit: PowerFit, tail: float | None) -> str:
+def verdict(metric: str, fit: PowerFit, tail: float | None, local: Sequence[dict[str, float]] = ()) -> str:
     """One sentence: "FLOPs grow as N^1.00: linear", plus where the large-N slope tends.
 
     The tendency is named when the large-N slope differs from the global one by more than
-    TENDENCY_GAP, or falls in a different band (N^1.83 overall but N^1.98 at the end).
+    TENDENCY_GAP, or falls in a different band (N^1.83 overall but N^1.98 at the end). A
+    FLOPs or memory cost that falls as N grows is named too: the block switched code path.
     """
     what = {"flops": "FLOPs grow", "latency": "latency grows", "memory": "peak memory grows"}[metric]
     text = f"{what} as N^{fit.slope:.2f}: {describe_exponent(fit.slope)}"
@@ -241,6 +242,11 @@ def verdict(metric: str, fit: PowerFit, tail: float | None) -> str:
     if tail is not None and (abs(tail - fit.slope) > TENDENCY_GAP
                              or describe_exponent(tail) != describe_exponent(fit.slope)):
         text += f"; tends to N^{_round_exponent(tail)} at large N"
+    if metric != "latency":  # deterministic metrics: a drop means a different code path
+        drops = [s for s in local if s["slope"] < 0]
+        if drops:
+            d = drops[0]
+            text += f"; drops from N={d['from_tokens']:g} to N={d['to_tokens']:g} (another code path)"
     return text
 
 
@@ -371,7 +377,7 @@ def fit_metric(target: str, metric: str, points: Sequence[Point], poly: bool) ->
     slopes = local_slopes(tokens, costs)
     polyfit = fit_poly_nonneg(tokens, costs) if poly else None
     tail = tail_slope(tokens, costs)
-    return MetricFit(target, metric, power, slopes, polyfit, verdict(metric, power, tail), tail)
+    return MetricFit(target, metric, power, slopes, polyfit, verdict(metric, power, tail, slopes), tail)
 
 
 def wants_poly(family: str | None) -> bool:
@@ -461,27 +467,17 @@ class Target:
 
 
 def is_model_target(text: str) -> bool:
-    """A YAML file, or a name that is not a block but is a shipped model (``yolov8n``)."""
+    """A registered block is a block; otherwise the shared rule of ``yoloblocks_cli.targets``
+    (a YAML file or a shipped model short name such as ``yolov8n``) decides."""
     t = text.strip()
-    if t.lower().endswith((".yaml", ".yml")):
-        return True
-    if ":" in t:
-        return False
-    from blocks.registry import find_block
+    if not t.lower().endswith((".yaml", ".yml")) and ":" not in t:
+        from blocks.registry import find_block
 
-    if find_block(t) is not None:
-        return False
-    try:
-        from yoloblocks_cli.yaml_model import resolve_model_path
-    except ModuleNotFoundError as exc:
-        if exc.name != "yoloblocks_cli.yaml_model":
-            raise
-        return False
-    try:
-        resolve_model_path(t)
-    except Exception:
-        return False
-    return True
+        if find_block(t) is not None:
+            return False
+    from yoloblocks_cli.targets import is_model
+
+    return is_model(t)
 
 
 def load_target(text: str, channels: int, args: list | None, kwargs: dict[str, Any] | None,
@@ -490,6 +486,8 @@ def load_target(text: str, channels: int, args: list | None, kwargs: dict[str, A
     import torch
 
     if is_model_target(text):
+        if args or kwargs:
+            raise UsageError(f"{text} is a model: --args/--kwargs apply to blocks only")
         try:
             from yoloblocks_cli.yaml_model import build_model
         except ModuleNotFoundError as exc:

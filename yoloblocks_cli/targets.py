@@ -39,7 +39,9 @@ def is_model(text: str) -> bool:
         return False
     try:
         from yoloblocks_cli.yaml_model import resolve_model_path
-    except ImportError:  # the yaml helper has not landed: look in the shipped cfg folder
+    except ModuleNotFoundError as exc:  # no model builder installed: look in the shipped cfg folder
+        if exc.name != "yoloblocks_cli.yaml_model":
+            raise
         import blocks
 
         cfg = Path(blocks.__file__).parent / "cfg"
@@ -80,7 +82,9 @@ def resolve_target(text: str, size: str | None = None, *, batch: int | None = No
         shape = model_shape(size, batch, channels)
         try:
             from yoloblocks_cli.yaml_model import build_model
-        except ImportError:
+        except ModuleNotFoundError as exc:
+            if exc.name != "yoloblocks_cli.yaml_model":
+                raise
             raise UsageError(f"cannot build model {text}: yoloblocks_cli.yaml_model is not available") from None
         built = build_model(text, scale=scale, plugins=tuple(plugins), nc=nc)
         call = text if scale is None else f"{text} (scale {scale})"

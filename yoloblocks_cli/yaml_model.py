@@ -39,9 +39,28 @@ def cfg_dir() -> Path:
     return Path(blocks.__file__).parent / "cfg"
 
 
+# Folders of YAMLs in another repository's dialect: their files share stems with
+# ultralytics' (yolov5n), so a bare short name means ultralytics' model, as in ultralytics,
+# and these are addressed with their folder (``yolov5_repo/yolov5n``).
+REPO_DIALECT_DIRS = ("yolov5_repo", "yolov9_repo")
+
+
 def shipped_models() -> dict[str, Path]:
-    """Short name -> YAML for every model the tool ships (``blocks/cfg/**.yaml``)."""
-    return {p.stem: p for p in sorted(cfg_dir().rglob("*.yaml"))}
+    """Name -> YAML for every model the tool ships (``blocks/cfg/**.yaml``): the bare stem
+    for ultralytics, seed and Mamba-YOLO files, ``folder/stem`` for every file."""
+    out: dict[str, Path] = {}
+    for p in sorted(cfg_dir().rglob("*.yaml")):
+        rel = p.relative_to(cfg_dir()).with_suffix("").as_posix()
+        out[rel] = p
+        if rel.split("/")[0] not in REPO_DIALECT_DIRS:
+            out.setdefault(p.stem, p)
+    for p in sorted(cfg_dir().rglob("*.yaml")):  # repo stems only where nothing else has them
+        out.setdefault(p.stem, p)
+    return out
+
+
+def _is_repo_file(path: Path) -> bool:
+    return path.parent.name in REPO_DIALECT_DIRS
 
 
 def _candidate_stems(stem: str) -> list[str]:
@@ -75,8 +94,12 @@ def resolve_model_path(name: str | Path) -> Path:
             if q.is_file():
                 return q
     shipped = shipped_models()
+    qualified = text[:-5] if text.endswith(".yaml") else text[:-4] if text.endswith(".yml") else text
+    if "/" in qualified and qualified in shipped:
+        return shipped[qualified]
     for cand in _candidate_stems(stem):
-        if cand in shipped:
+        if cand in shipped and not (cand == stem and _is_repo_file(shipped[cand]) and
+                                    any(c in shipped and not _is_repo_file(shipped[c]) for c in _candidate_stems(stem))):
             return shipped[cand]
     import difflib
 
@@ -309,6 +332,8 @@ class _Resolver:
         key = self.dialect.rename.get(name, name)
         try:
             info = get_block(key)
+            if key != info.name and key not in info.aliases:  # YAML names are case-sensitive, as in ultralytics
+                raise UnknownBlockError(key, [info.name])
         except UnknownBlockError as exc:
             if key in self.plugins:
                 cls = self.plugins[key]

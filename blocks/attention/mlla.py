@@ -110,7 +110,7 @@ class MLLAttention(nn.Module):
         # The (C -> 2C) projection as a 1x1 convolution: bias fused, any memory format,
         # and the result is already channel-first (B, 2C, N).
         qk = F.conv2d(x, self.qk.weight[:, :, None, None], self.qk.bias).flatten(2)
-        q, k = (F.elu(qk) + 1.0).chunk(2, 1)
+        q, k = (self.elu(qk) + 1.0).chunk(2, 1)
         cos, sin = rope_tables(h, w, c, self.rope.base, x.device, x.dtype)
         cos_k, sin_k = rope_tables(h, w, c, self.rope.base, x.device, x.dtype, 1.0 / n)
         q_rope = apply_rope(q, cos, sin)
@@ -121,8 +121,7 @@ class MLLAttention(nn.Module):
         z = 1.0 / (torch.matmul(k_mean.transpose(-2, -1), q) + 1e-6)  # (B, nh, 1, N)
         kv = torch.matmul(k_rope.view(b, nh, hd, n), v.transpose(-2, -1))  # (B, nh, hd_k, hd_v)
         out = torch.matmul(kv.transpose(-2, -1), q_rope.view(b, nh, hd, n))  # (B, nh, hd_v, N)
-        out = torch.addcmul(self.lepe(x), out.reshape(b, c, h, w), z.reshape(b, nh, 1, n).expand(
-            b, nh, hd, n).reshape(b, c, h, w))
+        out = (out * z).view(b, c, h, w) + self.lepe(x)
         return like_input_format(out, x)
 
     def extra_repr(self) -> str:

@@ -6,13 +6,14 @@ overhead dominate (tens of microseconds per step). Here the sequence of length
 (see :func:`to_chunks`), so the block ``[t]`` holds step t of every chunk and every
 channel, contiguously. Then
 
-1. the recurrence runs inside every chunk at once: T steps, each one in-place
-   ``addcmul`` over a contiguous block (all chunks start from a zero state);
-2. the states at the chunk ends are carried across chunks (nc small steps), the
-   coefficient of a chunk being the product of its ``a``;
-3. every position adds its chunk's incoming state times the running product of ``a``.
+1. a first sweep runs the recurrence inside every chunk at once (T steps, each one
+   ``addcmul`` over a contiguous block), from a zero state, keeping only each chunk's
+   end state and the product of its decays;
+2. the end states are carried across chunks (nc small steps), the coefficient of a
+   chunk being the product of its ``a``;
+3. a second sweep runs every chunk again, in place, from its true incoming state.
 
-That is about ``T + nc`` kernels instead of ``L``. Numerics: the decays ``a`` lie in
+That is about ``2T + nc`` kernels instead of ``L``. Numerics: the decays ``a`` lie in
 [0, 1] (exp of non-positive numbers) and only products of them are formed, never
 inverses or exp of positive sums, so nothing overflows; a huge decay underflows to 0,
 which is the exact limit.
@@ -52,23 +53,28 @@ def from_chunks(x: torch.Tensor, length: int) -> torch.Tensor:
 def scan_chunks(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
     """All states of the recurrence, for ``a`` and ``b`` in step-major layout (T, ..., nc).
 
-    ``b`` is overwritten with the result (and returned); ``a`` is overwritten with the
-    running products of ``a`` inside each chunk. ``h0`` (shape ``(...)``) is the state
-    before position 0.
+    ``b`` is overwritten with the result (and returned); ``a`` is only read. ``h0``
+    (shape ``(...)``) is the state before position 0.
     """
     t_len, n_chunks = b.shape[0], b.shape[-1]
-    h = b
-    for t in range(1, t_len):  # step 1: every chunk at once, from a zero state
-        h[t].addcmul_(a[t], h[t - 1])
-        a[t].mul_(a[t - 1])  # running product of the decays inside each chunk
-    decay_end = a[-1].movedim(-1, 0).contiguous()  # (nc, ...)
-    local_end = h[-1].movedim(-1, 0).contiguous()
+    # sweep 1: each chunk's end state from a zero start, and the product of its decays
+    end, prod = b[0].clone(), a[0].clone()
+    for t in range(1, t_len):
+        end = torch.addcmul(b[t], a[t], end)
+        prod.mul_(a[t])
+    # carry: the state entering chunk c is the global state at the end of chunk c-1
+    decay_end = prod.movedim(-1, 0).contiguous()  # (nc, ...)
+    local_end = end.movedim(-1, 0).contiguous()
     incoming = torch.empty_like(local_end)
     state = h0 if h0 is not None else torch.zeros_like(local_end[0])
-    for c in range(n_chunks):  # step 2: carry across chunks
+    for c in range(n_chunks):
         incoming[c] = state
         state = torch.addcmul(local_end[c], decay_end[c], state)
-    h.addcmul_(a, incoming.movedim(0, -1))  # step 3 (broadcast over T)
+    # sweep 2: run every chunk again, in place, from its true incoming state
+    h = b
+    h[0].addcmul_(a[0], incoming.movedim(0, -1))
+    for t in range(1, t_len):
+        h[t].addcmul_(a[t], h[t - 1])
     return h
 
 
@@ -79,5 +85,5 @@ def linear_recurrence(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None 
         return b.clone()
     t_len = chunk_length(length)
     # to_chunks may return a view of its input; scan_chunks works in place, so copy
-    h = scan_chunks(to_chunks(a, t_len, 1.0).clone(), to_chunks(b, t_len).clone(), h0)
+    h = scan_chunks(to_chunks(a, t_len, 1.0), to_chunks(b, t_len).clone(), h0)
     return from_chunks(h, length)

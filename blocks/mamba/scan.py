@@ -102,20 +102,20 @@ def _kernel_bwd(kmod, grad_out, u, delta, A, B, C, D, z, delta_bias, delta_softp
     grouped_b = B if B.dim() == 4 else B.unsqueeze(1)
     grouped_c = C if C.dim() == 4 else C.unsqueeze(1)
     args = [t.contiguous() if t is not None else None for t in (u, delta, A, grouped_b, grouped_c, D)]
-    out, _, states = _kernel_fwd(kmod, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     dz = None
     if kmod.__name__.endswith("_core"):
+        core, states, *_ = kmod.fwd(*args, delta_bias, delta_softplus, 1)  # no z in this kernel
         if z is not None:
-            core = out / torch.nn.functional.silu(z)  # only the z-gated path divides
             sig = torch.sigmoid(z)
             dz = grad_out * core * sig * (1 + z * (1 - sig))
             grad_out = grad_out * torch.nn.functional.silu(z)
         du, ddelta, dA, dB, dC, dD, dbias, *_ = kmod.bwd(
             *args, delta_bias, grad_out.contiguous(), states, delta_softplus, 1)
-    else:
-        du, ddelta, dA, dB, dC, dD, dz_k, dbias, *_ = kmod.bwd(
+    else:  # mamba_ssm: bwd wants the un-gated out; dz comes after ddelta_bias
+        out, states, *_ = kmod.fwd(*args, z, delta_bias, delta_softplus)
+        du, ddelta, dA, dB, dC, dD, dbias, *rest = kmod.bwd(
             *args, z, delta_bias, grad_out.contiguous(), states, out, None, delta_softplus, False)
-        dz = dz_k if z is not None else None
+        dz = rest[0] if z is not None else None
     if B.dim() == 3:
         dB = dB.squeeze(1)
     if C.dim() == 3:

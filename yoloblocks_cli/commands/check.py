@@ -11,7 +11,7 @@ from typing_extensions import Annotated
 from yoloblocks_cli.options import JsonOpt, OutputOpt, ThreadsOpt
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="yb.toml or pyproject.toml to read "
-                                                   "(default: ./yb.toml, else ./pyproject.toml [tool.yoloblocks]).")]
+                                                   "(default: ./yb.toml, else ./pyproject.toml \\[tool.yoloblocks]).")]
 JunitOpt = Annotated[Optional[Path], typer.Option("--junit", help="Also write the verdicts as JUnit XML.")]
 UpdateOpt = Annotated[bool, typer.Option("--update-baseline", help="Write this run as the new baseline "
                                          "(atomically; only when every other check passes).")]
@@ -29,6 +29,10 @@ def register(app: typer.Typer) -> None:
         from yoloblocks_cli.check_run import run_check, write_junit
         from yoloblocks_cli.report import console, write_json
 
+        if json_out and markdown:
+            from yoloblocks_cli.errors import UsageError as _Usage
+
+            raise _Usage("--json and --markdown both print to stdout: choose one (or --output FILE for the JSON)")
         cfg = load_config(config if config is not None else find_config())
         if threads is not None:
             import torch
@@ -61,7 +65,7 @@ def _render(result) -> None:
     from yoloblocks_cli.report import console
 
     out = console()
-    table = Table(title=f"yb check ({result.config.path.name}, {result.config.device}, {result.config.dtype})")
+    table = Table(title_justify="left", title=f"yb check ({result.config.path.name}, {result.config.device}, {result.config.dtype})")
     for name in ("Target", "Check", "Result", "Detail"):
         table.add_column(name)
     for f in result.findings:

@@ -33,11 +33,15 @@ def register(app: typer.Typer) -> None:
         """Compare blocks or models: parameters, GFLOPs (each counter), latency, peak memory, deltas in %."""
         from yoloblocks_cli.errors import UsageError
 
+        if json_out and markdown:
+            from yoloblocks_cli.errors import UsageError as _Usage
+
+            raise _Usage("--json and --markdown both print to stdout: choose one (or --output FILE for the JSON)")
         if len(targets) < 2:
             raise UsageError("compare needs at least two targets, e.g. yb compare C2f C3 --size 64x40x40")
         from yoloblocks_cli.markdown import compare_markdown, compare_table
         from yoloblocks_cli.device import resolve_device, resolve_dtype
-        from yoloblocks_cli.measure import measure
+        from yoloblocks_cli.measure import deltas_pct, measure
         from yoloblocks_cli.report import base_report, console, env_info, write_json
         from yoloblocks_cli.targets import resolve_target
 
@@ -47,7 +51,7 @@ def register(app: typer.Typer) -> None:
         environment = env_info(dev, resolve_dtype(dtype))
         if json_out or output is not None:
             report = base_report("compare", " vs ".join(m.target for m in results), environment)
-            report["targets"] = [m.as_json() for m in results]
+            report["targets"] = [{**m.as_json(), "delta_pct": deltas_pct(m, results[0])} for m in results]
             report["rounds"] = 0 if no_latency else rounds
             write_json(report, output)
             if not json_out:
@@ -56,15 +60,16 @@ def register(app: typer.Typer) -> None:
         if markdown:
             typer.echo(compare_markdown(results, environment), nl=False)
             return
+        from rich.markup import escape
         from rich.table import Table
 
         headers, rows = compare_table(results)
-        table = Table(title=f"yb compare on {environment.get('device_name') or environment.get('device')}"
+        table = Table(title_justify="left", title=f"yb compare on {environment.get('device_name') or environment.get('device')}"
                             f" ({dtype})")
         for i, h in enumerate(headers):
             table.add_column(h, justify="right" if i >= 2 else "left")
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*(escape(c) for c in row))
         out = console()
         out.print(table)
         notes = ["FLOPs = 2 x MACs"]
@@ -72,6 +77,6 @@ def register(app: typer.Typer) -> None:
             notes.append(f"latency: median of {rounds} interleaved rounds")
         notes.append(f"deltas against {results[0].target}")
         out.print("; ".join(notes))
-        uncounted = {u for m in results for u in m.uncounted}
-        for u in sorted(uncounted):
-            out.print(f"note: {u}")
+        for m in results:
+            for u in m.uncounted:
+                out.print(f"note: {escape(m.target)}: {escape(u)}")

@@ -1,0 +1,280 @@
+"""Blocks only the YOLOv9 repository (WongKinYiu/yolov9) names in its YAMLs.
+
+The programmable-gradient-information (PGI) models of that repository carry an auxiliary
+reversible branch: ``Silence`` hands the image on, ``CBLinear`` projects a feature map into
+several widths at once, ``CBFuse`` resizes and sums the picked pieces into another
+branch, and ``DualDDetect`` / ``TripleDDetect`` run one decoupled head per branch. The
+GELAN models end in ``DDetect``. Attribute names (``cv2``..``cv7``, ``dfl``, ``dfl2``,
+``conv``) follow the repository so that its checkpoints load into these modules, and the
+layer structure is the same so that parameter counts and thop FLOPs agree to the unit.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from blocks.conv import Conv, autopad
+from blocks.conventions import Convention, LayerContext, Resolved, make_divisible, register_convention
+from blocks.registry import register_block
+
+_SOURCE = "YOLOv9 repository (WongKinYiu/yolov9), models/common.py and models/yolo.py"
+REG_MAX = 16  # distribution bins per box side in every YOLOv9-repository head
+
+
+# --- conventions: the YOLOv9 repository's parse_model rules for these modules -----------
+
+
+def _cblinear(ctx: LayerContext) -> Resolved:
+    # c2 is the list of output widths, taken as written (no width multiple in the repo)
+    widths = [int(c) for c in ctx.args[0]]
+    return Resolved([ctx.c1, widths, *ctx.args[1:]], widths, repeats=ctx.n)
+
+
+def _cbfuse(ctx: LayerContext) -> Resolved:
+    # the sum has the width of the last input, the branch being fused into
+    return Resolved(list(ctx.args), ctx.ch_in[-1], repeats=1)
+
+
+CBLINEAR = register_convention(Convention(
+    "cblinear",
+    "args [[c2a, c2b, ...], k, ...] become (c1, [c2a, c2b, ...], k, ...); outputs one map per width, not width-scaled",
+    _cblinear, lambda c1, rest: [c1, *(rest if rest is not None else [[c1]])],
+))
+CBFUSE = register_convention(Convention(
+    "cbfuse",
+    "fuses picked pieces of CBLinear outputs into the last input: args [[idx, ...]]; output width = last input's",
+    _cbfuse, lambda c1, rest: list(rest or []),
+))
+
+
+# --- routing modules of the auxiliary branch ------------------------------------------
+
+
+@register_block("passthrough", family="utility", source=_SOURCE)
+class Silence(nn.Module):
+    """Identity that lets a later layer read the network input by index (YOLOv9 PGI branch)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+@register_block(CBLINEAR, family="utility", source=_SOURCE, default_args=lambda c1: ([c1 // 2, c1],))
+class CBLinear(nn.Module):
+    """One convolution (with bias) split into several outputs of the listed widths."""
+
+    def __init__(self, c1: int, c2s: list[int], k: int = 1, s: int = 1, p: int | None = None, g: int = 1):
+        super().__init__()
+        self.c2s = [int(c) for c in c2s]
+        self.conv = nn.Conv2d(c1, sum(self.c2s), k, s, autopad(k, p), groups=g, bias=True)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.conv(x).split(self.c2s, dim=1)
+
+
+@register_block(CBFUSE, family="utility", source=_SOURCE)
+class CBFuse(nn.Module):
+    """Sum of the last input and one picked piece of each earlier CBLinear output, resized to it."""
+
+    def __init__(self, idx: list[int]):
+        super().__init__()
+        self.idx = [int(i) for i in idx]
+
+    def forward(self, xs: list) -> torch.Tensor:
+        *routes, target = xs
+        if len(routes) != len(self.idx):
+            raise ValueError(f"CBFuse got {len(routes)} routed inputs for {len(self.idx)} indices {self.idx}")
+        size = target.shape[2:]
+        picked = [F.interpolate(r[i], size=size, mode="nearest") for r, i in zip(routes, self.idx)]
+        return torch.sum(torch.stack([*picked, target]), dim=0)
+
+
+# --- decoupled detection heads ---------------------------------------------------------
+
+
+class DFL(nn.Module):
+    """Distribution focal loss integral: expected bin index per box side (fixed 1x1 conv, no grad)."""
+
+    def __init__(self, c1: int = REG_MAX):
+        super().__init__()
+        self.conv = nn.Conv2d(c1, 1, 1, bias=False).requires_grad_(False)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.arange(c1, dtype=torch.float).view(1, c1, 1, 1))
+        self.c1 = c1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, a = x.shape
+        return self.conv(x.view(b, 4, self.c1, a).transpose(2, 1).softmax(1)).view(b, 4, a)
+
+
+def _make_anchors(feats: list[torch.Tensor], strides: torch.Tensor, offset: float = 0.5):
+    """Anchor centres (grid units) and their strides for every cell of every level."""
+    points, stride_list = [], []
+    dtype, device = feats[0].dtype, feats[0].device
+    for feat, stride in zip(feats, strides):
+        h, w = feat.shape[2:]
+        sx = torch.arange(w, device=device, dtype=dtype) + offset
+        sy = torch.arange(h, device=device, dtype=dtype) + offset
+        yy, xx = torch.meshgrid(sy, sx, indexing="ij")
+        points.append(torch.stack((xx, yy), -1).view(-1, 2))
+        stride_list.append(torch.full((h * w, 1), float(stride), dtype=dtype, device=device))
+    return torch.cat(points), torch.cat(stride_list)
+
+
+def _dist2bbox_xywh(distance: torch.Tensor, anchor_points: torch.Tensor) -> torch.Tensor:
+    """(left, top, right, bottom) distances along dim 1 -> (cx, cy, w, h)."""
+    lt, rb = distance.chunk(2, 1)
+    x1y1, x2y2 = anchor_points - lt, anchor_points + rb
+    return torch.cat(((x1y1 + x2y2) / 2, x2y2 - x1y1), 1)
+
+
+def _branch_widths(ch0: int, nc: int) -> tuple[int, int]:
+    """Box and class tower widths of a DDetect branch fed first by a map of width ch0."""
+    c2 = make_divisible(max(ch0 // 4, REG_MAX * 4, 16), 4)
+    c3 = max(ch0, min(nc * 2, 128))
+    return c2, c3
+
+
+def _box_tower(c_in: int, c2: int) -> nn.Sequential:
+    return nn.Sequential(Conv(c_in, c2, 3), Conv(c2, c2, 3, g=4), nn.Conv2d(c2, 4 * REG_MAX, 1, groups=4))
+
+
+def _cls_tower(c_in: int, c3: int, nc: int) -> nn.Sequential:
+    return nn.Sequential(Conv(c_in, c3, 3), Conv(c3, c3, 3), nn.Conv2d(c3, nc, 1))
+
+
+class _MultiBranchDDetect(nn.Module):
+    """``branches`` DDetect heads side by side, one per group of ``nl`` input maps.
+
+    The inputs are ordered branch by branch (e.g. A3, A4, A5, P3, P4, P5 for two). Towers
+    are kept in the repository's attribute names: branch b uses ``cv{2+2b}`` (box) and
+    ``cv{3+2b}`` (class) and ``dfl``, ``dfl2``, ``dfl3``.
+    """
+
+    branches = 1
+    dynamic = False
+    export = False
+
+    def __init__(self, nc: int = 80, ch: tuple[int, ...] = (), inplace: bool = True):
+        super().__init__()
+        if len(ch) % self.branches:
+            raise ValueError(f"{type(self).__name__} needs a multiple of {self.branches} inputs, got {len(ch)}")
+        self.nc = nc
+        self.nl = len(ch) // self.branches
+        self.reg_max = REG_MAX
+        self.no = nc + REG_MAX * 4
+        self.inplace = inplace
+        self._stride = torch.zeros(self.nl)  # a tensor, so model builders recognise the head
+        self._bound = False
+        self.shape = None
+        self.anchors = torch.empty(0)
+        self.strides = torch.empty(0)
+        for b in range(self.branches):
+            group = ch[b * self.nl:(b + 1) * self.nl]
+            c2, c3 = _branch_widths(group[0], nc)
+            setattr(self, f"cv{2 + 2 * b}", nn.ModuleList(_box_tower(x, c2) for x in group))
+            setattr(self, f"cv{3 + 2 * b}", nn.ModuleList(_cls_tower(x, c3, nc) for x in group))
+        for b in range(self.branches):
+            setattr(self, "dfl" if b == 0 else f"dfl{b + 1}", DFL(REG_MAX))
+
+    def _towers(self, b: int) -> tuple[nn.ModuleList, nn.ModuleList, DFL]:
+        return (getattr(self, f"cv{2 + 2 * b}"), getattr(self, f"cv{3 + 2 * b}"),
+                getattr(self, "dfl" if b == 0 else f"dfl{b + 1}"))
+
+    def _raw(self, x: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+        out = []
+        for b in range(self.branches):
+            box, cls, _ = self._towers(b)
+            maps = x[b * self.nl:(b + 1) * self.nl]
+            out.append([torch.cat((box[i](m), cls[i](m)), 1) for i, m in enumerate(maps)])
+        return out
+
+    def _decode(self, d: list[torch.Tensor], dfl: DFL) -> torch.Tensor:
+        shape = d[0].shape
+        if self.dynamic or self.shape != shape:
+            anchors, strides = _make_anchors(d, self.stride, 0.5)
+            self.anchors, self.strides = anchors.transpose(0, 1), strides.transpose(0, 1)
+            self.shape = shape
+        box, cls = torch.cat([di.view(shape[0], self.no, -1) for di in d], 2).split((REG_MAX * 4, self.nc), 1)
+        dbox = _dist2bbox_xywh(dfl(box), self.anchors.unsqueeze(0)) * self.strides
+        return torch.cat((dbox, cls.sigmoid()), 1)
+
+    @property
+    def stride(self) -> torch.Tensor:
+        return self._stride
+
+    @stride.setter
+    def stride(self, value) -> None:
+        """Strides of the nl levels (a builder may measure all inputs: A3..A5, P3..P5); the first
+        positive ones also set the prior biases, as the repository does once after measuring."""
+        self._stride = torch.as_tensor(value, dtype=torch.float32).flatten()[: self.nl]
+        self.shape = None
+        if not self._bound and len(self._stride) == self.nl and bool((self._stride > 0).all()):
+            self._bound = True
+            self.bias_init()
+
+    def stride_maps(self, out) -> list[torch.Tensor]:
+        """The first branch's raw maps in a training-mode output (what stride detection measures)."""
+        return out[0] if self.branches > 1 else out
+
+    def bias_init(self) -> None:
+        """Prior biases as the repository sets them once strides are known."""
+        for b in range(self.branches):
+            box, cls, _ = self._towers(b)
+            for a, c, s in zip(box, cls, self.stride):
+                a[-1].bias.data[:] = 1.0
+                c[-1].bias.data[: self.nc] = math.log(5 / self.nc / (640 / float(s)) ** 2)
+
+    def _apply(self, fn, *args, **kwargs):  # keep the plain-tensor state on the module's device
+        self = super()._apply(fn, *args, **kwargs)
+        self._stride, self.anchors, self.strides = fn(self._stride), fn(self.anchors), fn(self.strides)
+        return self
+
+
+@register_block("head", family="head", source=_SOURCE, default_args=lambda c1: (80,))
+class DDetect(_MultiBranchDDetect):
+    """GELAN decoupled anchor-free head: grouped box tower (g=4) + class tower per level, DFL boxes."""
+
+    branches = 1
+
+    def forward(self, x: list[torch.Tensor]):
+        (d,) = self._raw(list(x))
+        if self.training:
+            return d
+        y = self._decode(d, self.dfl)
+        return y if self.export else (y, d)
+
+
+@register_block("head", family="head", source=_SOURCE, default_args=lambda c1: (80,))
+class DualDDetect(_MultiBranchDDetect):
+    """Two DDetect heads: auxiliary branch (first nl inputs) and main branch (last nl inputs)."""
+
+    branches = 2
+
+    def forward(self, x: list[torch.Tensor]):
+        d1, d2 = self._raw(list(x))
+        if self.training:
+            return [d1, d2]
+        y = [self._decode(d1, self.dfl), self._decode(d2, self.dfl2)]
+        return y if self.export else (y, [d1, d2])
+
+
+@register_block("head", family="head", source=_SOURCE, default_args=lambda c1: (80,))
+class TripleDDetect(_MultiBranchDDetect):
+    """Three DDetect heads (yolov9-cf); inference returns the last branch only, as the repository does."""
+
+    branches = 3
+
+    def forward(self, x: list[torch.Tensor]):
+        d1, d2, d3 = self._raw(list(x))
+        if self.training:
+            return [d1, d2, d3]
+        # The repository decodes all three branches and returns the last; doing the same keeps
+        # latency and counted FLOPs equal to what it reports.
+        self._decode(d1, self.dfl)
+        self._decode(d2, self.dfl2)
+        y = self._decode(d3, self.dfl3)
+        return y if self.export else (y, d3)

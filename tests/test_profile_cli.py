@@ -1,0 +1,69 @@
+"""`yb profile`: the JSON contract, ultralytics' summary line, measured (not extrapolated) sizes, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def v8n_json():
+    from tests.conftest import run_yb
+
+    proc = run_yb("profile", "yolov8n", "--size", "320x256", "--json", "--no-memory", "--runs", "1",
+                  "--layer-runs", "1", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_json_contract_and_summary(v8n_json):
+    r = v8n_json
+    assert r["schema"] == "yoloblocks.report/1" and r["command"] == "profile" and r["target"] == "yolov8n"
+    assert r["summary"]["layers"] == 225 and r["summary"]["params"] == 3157200
+    assert r["summary"]["gradients"] == 3157184 and r["summary"]["gflops"] == 8.9
+    assert r["summary"]["line"] == "YOLOv8n summary: 225 layers, 3,157,200 parameters, 3,157,184 gradients, 8.9 GFLOPs"
+    assert r["params"]["total"] == 3157200 and r["params"]["trainable"] == 3157184
+    assert r["model"]["stride"] == [8.0, 16.0, 32.0] and r["model"]["scale"] == "n"
+    assert set(r["flops"]) >= {"torch", "ultralytics", "fvcore", "uncounted"}
+    assert r["latency_ms"]["runs"] >= 1 and r["memory_bytes"] is None
+
+
+def test_layers_are_measured_at_the_requested_rectangle(v8n_json):
+    layers = v8n_json["layers"]
+    assert len(layers) == 23
+    assert set(layers[0]) >= {"index", "from", "n", "module", "args", "params", "output_shape", "flops"}
+    assert layers[0]["output_shape"] == [1, 16, 160, 128]
+    assert layers[11] | {"flops": 0, "latency_ms": 0, "latency_share": 0} == {
+        "index": 11, "from": [-1, 6], "n": 1, "module": "Concat", "args": [1], "params": 0,
+        "output_shape": [1, 384, 20, 16], "flops": 0, "latency_ms": 0, "latency_share": 0, "line": 27}
+    assert layers[22]["module"] == "Detect" and layers[22]["args"] == [80, 16, None, [64, 128, 256]]
+    assert v8n_json["output_shape"] == [1, 84, 40 * 32 + 20 * 16 + 10 * 8]
+    assert v8n_json["input_shape"] == [1, 3, 320, 256]
+    # thop per layer at 320x256 adds up to the model's thop count at that size
+    assert sum(layer["flops"] for layer in layers) == v8n_json["flops"]["ultralytics"]
+    assert abs(sum(layer["latency_share"] for layer in layers) - 1.0) < 1e-4  # shares are rounded to 6 digits
+
+
+def test_text_output_has_the_table_and_summary_line(yb):
+    proc = yb("profile", "yolov5n", "--size", "128", "--no-latency", "--no-memory", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "YOLOv5n summary: 262 layers, 2,654,816 parameters, 2,654,800 gradients, 7.8 GFLOPs" in out
+    assert "[32, 32, 1]" in out and "1x84x336" in out
+
+
+def test_unknown_module_is_one_line_exit_2(yb, tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("nc: 2\nbackbone:\n  - [-1, 1, Conv, [16, 3, 2]]\n  - [-1, 1, C2F, [16]]\n")
+    proc = yb("profile", str(p))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: ") and "bad.yaml:4: layer 1 (C2F): unknown module 'C2F'" in lines[0]
+    assert "C2f" in lines[0]
+
+
+def test_unknown_model_name_exit_2(yb):
+    proc = yb("profile", "yolov8q")
+    assert proc.returncode == 2 and "no such model YAML: yolov8q (did you mean: yolov8" in proc.stderr

@@ -1,0 +1,78 @@
+"""The YOLOv5-repository and YOLOv9-repository YAML dialects.
+
+Both repositories write YAMLs that look like ultralytics' but mean something else in a
+few places: YOLOv5's ``Detect`` is the anchor head; YOLOv9's PGI models route through
+``Silence``/``CBLinear``/``CBFuse`` and end in ``DDetect``/``DualDDetect``. Their
+``parse_model`` also differs from ultralytics' in two small rules, kept here as facts:
+the width multiple is skipped for ``c2 == na * (nc + 5)`` (not ``c2 == nc``) and no
+``max_channels`` clamp exists. Detection is by content, never by file name.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from yoloblocks_cli.dialects import Dialect, register_dialect
+
+# Modules only the YOLOv9 repository names (its PGI routing and its decoupled heads).
+YOLOV9_SIGNATURE = frozenset({
+    "Silence", "CBLinear", "CBFuse", "DDetect", "DualDDetect", "TripleDDetect", "DualDetect", "TripleDetect",
+})
+# GELAN modules: also in ultralytics' YOLOv9 port, so they mark the YOLOv9 repository only
+# together with the top-level `anchors` key that the repository's YAMLs always carry.
+GELAN_MODULES = frozenset({"RepNCSPELAN4", "ADown", "SPPELAN", "ELAN1", "AConv"})
+
+YOLOV5_RENAME = {"Detect": "AnchorDetect"}
+YOLOV9_RENAME: dict[str, str] = {}
+
+# parse_model facts shared by both repositories (ultralytics/yolov5 v7.0, WongKinYiu/yolov9),
+# in the keys of ``yoloblocks_cli.dialects.ULTRALYTICS_FACTS``. Their width rule skips
+# c2 == na * (nc + 5) (see :func:`no_width_skip`), which no shipped YAML meets; the builder's
+# nearest switch is ``keep_nc_width`` (skip c2 == nc), left off as in ultralytics 8.4.
+# They have no ``scales`` and no max_channels clamp: a YAML's depth/width multiples apply.
+REPO_FACTS: dict[str, Any] = {
+    "arg_names": ("nc", "anchors"),  # `anchors` in Detect's args is the YAML's top-level list (or int)
+    "stride_probe": 256,  # both build the strides from a 256x256 zero image
+    "scale_from_file_name": False,  # yolov5s.yaml carries its own multiples; the name is not a scale
+}
+
+
+def module_names(d: dict) -> set[str]:
+    """Every module name the YAML's backbone and head use."""
+    names: set[str] = set()
+    for part in ("backbone", "head"):
+        for layer in d.get(part) or []:
+            if isinstance(layer, (list, tuple)) and len(layer) >= 3 and isinstance(layer[2], str):
+                names.add(layer[2])
+    return names
+
+
+def _any(names: set[str], wanted: Iterable[str]) -> bool:
+    return not names.isdisjoint(wanted)
+
+
+def is_yolov9_repo(d: dict) -> bool:
+    """A YOLOv9-repository YAML: a PGI/DDetect module, or GELAN modules next to an ``anchors`` key."""
+    names = module_names(d)
+    return _any(names, YOLOV9_SIGNATURE) or ("anchors" in d and _any(names, GELAN_MODULES))
+
+
+def is_yolov5_repo(d: dict) -> bool:
+    """A YOLOv5-repository YAML: a top-level ``anchors`` key and nothing of the YOLOv9 repository."""
+    return "anchors" in d and not is_yolov9_repo(d)
+
+
+def no_width_skip(nc: int, anchors: Any) -> int:
+    """The output width both repositories exempt from width scaling: ``na * (nc + 5)``."""
+    na = len(anchors[0]) // 2 if isinstance(anchors, (list, tuple)) else int(anchors)
+    return na * (nc + 5)
+
+
+YOLOV9_REPO = register_dialect(Dialect(
+    "yolov9-repo", detect=is_yolov9_repo, rename=YOLOV9_RENAME, facts=REPO_FACTS, priority=20,
+    description="WongKinYiu/yolov9 parse_model: Silence/CBLinear/CBFuse routing, DDetect/DualDDetect heads",
+))
+YOLOV5_REPO = register_dialect(Dialect(
+    "yolov5-repo", detect=is_yolov5_repo, rename=YOLOV5_RENAME, facts=REPO_FACTS, priority=10,
+    description="ultralytics/yolov5 (v6.0-v7.0) parse_model: anchor-based Detect, anchors from the YAML",
+))
