@@ -59,7 +59,7 @@ def test_blocks_cli_filters_and_json(yb):
 def test_blocks_cli_one_block_and_errors(yb):
     proc = yb("blocks", "C2f")
     assert proc.returncode == 0, proc.stderr
-    assert "- [-1, 3, C2f, [64]]" in proc.stdout and "29056" in proc.stdout
+    assert "- [-1, 3, C2f, [64]]" in proc.stdout and "29,056" in proc.stdout and "passes" in proc.stdout
     bad = yb("blocks", "C2ff")
     assert bad.returncode == 2 and "unknown block 'C2ff' (did you mean: C2f" in bad.stderr
     assert "Traceback" not in bad.stderr

@@ -11,6 +11,9 @@ from yoloblocks_cli.catalog import Entry
 
 def render_table(rows: list[Entry], console: Console | None = None) -> None:
     console = console or Console()
+    if not rows:
+        console.print("no registered block matches (yb blocks lists them all)")
+        return
     table = Table(title=f"{len(rows)} registered blocks", show_lines=False)
     for col in ("name", "family", "convention", "default args (c1=64)", "source"):
         table.add_column(col, overflow="fold")
@@ -27,9 +30,16 @@ def render_entry(e: Entry, console: Console | None = None) -> None:
              "**in a YAML**", "", "```yaml", e.yaml_snippet, "```"]
     console.print(Markdown("\n".join(lines)))
     if e.measured:
-        table = Table(title="measured")
+        m = e.measured
+        table = Table(title=f"measured at {m['reference_input']} (cpu, fp32)", show_header=False)
         table.add_column("fact")
-        table.add_column("value")
-        for key, value in e.measured.items():
-            table.add_row(key, str(value))
+        table.add_column("value", justify="right")
+        table.add_row("parameters", f"{m['params']:,}")
+        table.add_row("FLOPs (dispatch counter, 2 x MACs)", f"{m['flops']:,}")
+        if "flops_exponent" in m:
+            table.add_row("FLOPs exponent in N = H*W", f"{m['flops_exponent']:.2f}")
+        if "passes_rectangular_sweep" in m:
+            table.add_row("yb trace default block sweep", "passes" if m["passes_rectangular_sweep"] else "FAILS")
         console.print(table)
+    elif e.family in ("head", "utility"):
+        console.print("not measured standalone: it takes several inputs or a list (see `yb profile` on a model)")
