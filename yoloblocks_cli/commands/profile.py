@@ -6,6 +6,7 @@ its summary line with the same numbers, then the model-level figures of `yb insp
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, Optional
 
 import typer
@@ -18,7 +19,7 @@ ScaleOpt = Annotated[Optional[str], typer.Option("--scale", help="Model scale le
 NcOpt = Annotated[Optional[int], typer.Option("--nc", help="Number of classes (overrides the YAML's nc).")]
 ModelSizeOpt = Annotated[str, typer.Option("--size", "-s", help="Input image: S, HxW or BxCxHxW; measured at that size.")]
 RunsOpt = Annotated[int, typer.Option("--runs", min=1, help="Minimum timed runs of the whole model.")]
-LayerRunsOpt = Annotated[int, typer.Option("--layer-runs", min=0, help="Timed passes for the per-layer latency share (0: skip).")]
+LayerRunsOpt = Annotated[int, typer.Option("--layer-runs", min=0, help="CUDA: synchronised passes for the per-layer latency share (0: skip). On CPU the shares come from the timed runs.")]
 NoLatencyOpt = Annotated[bool, typer.Option("--no-latency", help="Skip timing.")]
 NoMemoryOpt = Annotated[bool, typer.Option("--no-memory", help="Skip the peak-memory pass.")]
 DialectOpt = Annotated[Optional[str], typer.Option("--dialect", help="YAML dialect (default: detected; ultralytics).")]
@@ -109,7 +110,7 @@ def run_profile(opts: dict[str, Any], step: Callable[[str], None] = lambda t: No
     from yoloblocks_cli.device import resolve_device, resolve_dtype, synchronize
     from yoloblocks_cli.errors import UsageError
     from yoloblocks_cli.flops import count_flops
-    from yoloblocks_cli.layer_profile import profile_layers, shape_of
+    from yoloblocks_cli.layer_profile import LayerTimer, layer_latency, layer_shapes_and_flops, table_rows
     from yoloblocks_cli.report import base_report, env_info
     from yoloblocks_cli.spec import parse_model_size
     from yoloblocks_cli.yaml_model import build_model, summary_line, ultralytics_gflops
@@ -132,19 +133,28 @@ def run_profile(opts: dict[str, Any], step: Callable[[str], None] = lambda t: No
     model = built.model.to(device=device, dtype=dtype).eval()
     x = torch.randn(shape.dims, device=device).to(dtype)
     step(f"layers at {shape}")
-    sync = (lambda: synchronize(device)) if device.type == "cuda" else None
-    rows = profile_layers(built, x, device, latency_runs=opts.get("layer_runs", 3) if opts.get("latency", True)
-                          else 0, sync=sync)
-    with torch.inference_mode():
-        out = model(x)
+    cuda = device.type == "cuda"
+    shapes, layer_fl, out_shape = layer_shapes_and_flops(model, x)
     step(f"FLOPs at {shape} (torch, thop, fvcore)")
     flops = count_flops(model, (x,))
+    latency = None
+    times = None
+    if opts.get("latency", True):
+        step(f"timing at {shape}")
+        # CPU: the layer hooks stay on while the model is timed (no sync, microseconds per layer);
+        # CUDA: per-layer times need a sync around every layer, so they get passes of their own.
+        with (LayerTimer(model) if not cuda else contextlib.nullcontext()) as timer:
+            latency = time_forward(model, x, device, warmup=1, min_runs=opts.get("runs", 10))
+        if cuda and opts.get("layer_runs", 3) > 0:
+            times = layer_latency(model, x, opts.get("layer_runs", 3), sync=lambda: synchronize(device))
+        elif timer is not None:
+            times = timer.fastest_ms()
+    rows = table_rows(built, shapes, layer_fl, times)
     report = base_report("profile", opts["model"], env_info(device, dtype, opts.get("threads")))
     report["model"] = {"name": built.name, "yaml": str(built.yaml_path), "scale": built.scale,
                        "dialect": built.dialect, "stride": list(built.stride)}
     report["input_shape"] = list(shape.dims)
-    report["output_shape"] = shape_of(out)
-    del out
+    report["output_shape"] = out_shape
     report["params"] = {"total": built.params, "trainable": built.gradients,
                         "buffers": sum(b.numel() for b in model.buffers())}
     report["flops"] = flops.as_json()
@@ -153,10 +163,7 @@ def run_profile(opts: dict[str, Any], step: Callable[[str], None] = lambda t: No
                          "gflops": round(gflops_640, 1), "gflops_exact": gflops_640,
                          "line": summary_line(built, gflops_640)}
     report["layers"] = [r.as_json() for r in rows]
-    report["latency_ms"] = None
-    if opts.get("latency", True):
-        step(f"timing at {shape}")
-        report["latency_ms"] = time_forward(model, x, device, min_runs=opts.get("runs", 10)).as_json()
+    report["latency_ms"] = latency.as_json() if latency is not None else None
     report["memory_bytes"] = None
     if opts.get("memory", True):
         step(f"peak memory at {shape}")
