@@ -8,9 +8,7 @@ the cost is one hook pair per row.
 
 from __future__ import annotations
 
-import io
 import time
-from contextlib import redirect_stdout
 from dataclasses import dataclass
 from typing import Any, Callable
 

@@ -106,14 +106,10 @@ def run_profile(opts: dict[str, Any], step: Callable[[str], None] = lambda t: No
     """Build, count and time; return the JSON report (schema yoloblocks.report/1)."""
     import torch
 
-    from yoloblocks_cli.bench import peak_memory, time_forward
-    from yoloblocks_cli.device import resolve_device, resolve_dtype, synchronize
-    from yoloblocks_cli.errors import UsageError
-    from yoloblocks_cli.flops import count_flops
-    from yoloblocks_cli.layer_profile import LayerTimer, layer_latency, layer_shapes_and_flops, table_rows
-    from yoloblocks_cli.report import base_report, env_info
+    from yoloblocks_cli.device import resolve_device, resolve_dtype
+    from yoloblocks_cli.errors import CheckFailed, UsageError, YBError
     from yoloblocks_cli.spec import parse_model_size
-    from yoloblocks_cli.yaml_model import build_model, summary_line, ultralytics_gflops
+    from yoloblocks_cli.yaml_model import build_model, ultralytics_gflops
 
     device = resolve_device(opts["device"])
     dtype = resolve_dtype(opts["dtype"])
@@ -130,6 +126,27 @@ def run_profile(opts: dict[str, Any], step: Callable[[str], None] = lambda t: No
                          f"not {shape.channels}")
     step("ultralytics GFLOPs at 640")
     gflops_640 = ultralytics_gflops(built, 640)
+    try:
+        return _measure(built, shape, gflops_640, device, dtype, opts, step)
+    except YBError:
+        raise
+    except Exception as exc:  # the model failed at the requested size / dtype / device: exit 1, one line
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CheckFailed(f"{built.name} at {shape} ({opts['dtype']}, {device}): {exc.__class__.__name__}: {msg}"
+                          ) from exc
+
+
+def _measure(built: Any, shape: Any, gflops_640: float, device: Any, dtype: Any, opts: dict[str, Any],
+             step: Callable[[str], None]) -> dict[str, Any]:
+    import torch
+
+    from yoloblocks_cli.bench import peak_memory, time_forward
+    from yoloblocks_cli.device import synchronize
+    from yoloblocks_cli.flops import count_flops
+    from yoloblocks_cli.layer_profile import LayerTimer, layer_latency, layer_shapes_and_flops, table_rows
+    from yoloblocks_cli.report import base_report, env_info
+    from yoloblocks_cli.yaml_model import summary_line
+
     model = built.model.to(device=device, dtype=dtype).eval()
     x = torch.randn(shape.dims, device=device).to(dtype)
     step(f"layers at {shape}")
