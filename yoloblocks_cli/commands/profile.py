@@ -18,7 +18,7 @@ from yoloblocks_cli.options import (BatchOpt, DeviceOpt, DtypeOpt, JsonOpt, Outp
 ScaleOpt = Annotated[Optional[str], typer.Option("--scale", help="Model scale letter (n, s, m, l, x...); default from the file name.")]
 NcOpt = Annotated[Optional[int], typer.Option("--nc", help="Number of classes (overrides the YAML's nc).")]
 ModelSizeOpt = Annotated[str, typer.Option("--size", "-s", help="Input image: S, HxW or BxCxHxW; measured at that size.")]
-RunsOpt = Annotated[int, typer.Option("--runs", min=1, help="Minimum timed runs of the whole model.")]
+RunsOpt = Annotated[int, typer.Option("--runs", min=1, help="Timed runs of the whole model (after one warm-up).")]
 LayerRunsOpt = Annotated[int, typer.Option("--layer-runs", min=0, help="CUDA: synchronised passes for the per-layer latency share (0: skip). On CPU the shares come from the timed runs.")]
 NoLatencyOpt = Annotated[bool, typer.Option("--no-latency", help="Skip timing.")]
 NoMemoryOpt = Annotated[bool, typer.Option("--no-memory", help="Skip the peak-memory pass.")]
@@ -161,7 +161,8 @@ def _measure(built: Any, shape: Any, gflops_640: float, device: Any, dtype: Any,
         # CPU: the layer hooks stay on while the model is timed (no sync, microseconds per layer);
         # CUDA: per-layer times need a sync around every layer, so they get passes of their own.
         with (LayerTimer(model) if not cuda else contextlib.nullcontext()) as timer:
-            latency = time_forward(model, x, device, warmup=1, min_runs=opts.get("runs", 10))
+            latency = time_forward(model, x, device, warmup=1, min_runs=opts.get("runs", 10),
+                                   max_runs=opts.get("runs", 10))
         if cuda and opts.get("layer_runs", 3) > 0:
             times = layer_latency(model, x, opts.get("layer_runs", 3), sync=lambda: synchronize(device))
         elif timer is not None:
