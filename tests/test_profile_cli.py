@@ -67,3 +67,25 @@ def test_unknown_module_is_one_line_exit_2(yb, tmp_path):
 def test_unknown_model_name_exit_2(yb):
     proc = yb("profile", "yolov8q")
     assert proc.returncode == 2 and "no such model YAML: yolov8q (did you mean: yolov8" in proc.stderr
+
+
+def test_layer_timer_synchronises_around_every_layer_when_asked(tmp_path):
+    """The CUDA path: a sync before and after each YAML layer, per pass (mocked sync on CPU)."""
+    import torch
+
+    from yoloblocks_cli.layer_profile import layer_latency, layer_shapes_and_flops, table_rows
+    from yoloblocks_cli.yaml_model import build_model
+
+    p = tmp_path / "tiny.yaml"
+    p.write_text("nc: 2\nbackbone:\n  - [-1, 1, Conv, [8, 3, 2]]\n  - [-1, 2, Conv, [8, 3, 1]]\n")
+    built = build_model(p)
+    calls = []
+    times = layer_latency(built.model, torch.zeros(1, 3, 32, 32), runs=3, sync=lambda: calls.append(1))
+    assert len(times) == 2 and all(t > 0 for t in times)
+    assert len(calls) == 2 * 2 * 3  # (pre + post) x layers x passes
+    shapes, flops, out = layer_shapes_and_flops(built.model, torch.zeros(1, 3, 32, 24))
+    assert shapes == [[1, 8, 16, 12], [1, 8, 16, 12]] and out == [1, 8, 16, 12]
+    # thop: conv MACs + BatchNorm (thop charges 2 per element, doubled when affine)
+    assert flops[0] == 2 * (8 * 3 * 9 * 16 * 12 + 4 * 8 * 16 * 12)
+    rows = table_rows(built, shapes, flops, [1.0, 3.0])
+    assert [r.latency_share for r in rows] == [0.25, 0.75] and rows[1].n == 2 and rows[1].params == 2 * (8 * 8 * 9 + 16)

@@ -274,3 +274,16 @@ def test_dialect_registry_detects_and_renames(tmp_path):
 
         dialects._DIALECTS.pop("test-anchors", None)
     assert "test-anchors" not in [d.name for d in all_dialects()]
+
+
+def test_resolving_a_shipped_name_does_not_import_torch():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    code = ("import sys; from yoloblocks_cli.yaml_model import resolve_model_path; "
+            "print(resolve_model_path('yolo11s').name, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
+                         env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+    assert out.stdout.split() == ["yolo11.yaml", "False"], out.stderr

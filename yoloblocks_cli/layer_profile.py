@@ -8,9 +8,7 @@ the cost is one hook pair per row.
 
 from __future__ import annotations
 
-import io
 import time
-from contextlib import redirect_stdout
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -53,78 +51,85 @@ def shape_of(out: Any) -> Any:
     return type(out).__name__
 
 
-def layer_shapes(model: Any, x: Any) -> tuple[list[Any], Any]:
-    """Output shape of every top-level layer, and the model output, from one forward."""
+def layer_shapes_and_flops(model: Any, x: Any) -> tuple[list[Any], list[int], Any]:
+    """One profiled forward: every top-level layer's output shape and 2 x thop MACs (with the
+    formula registry's custom rules, as ``flops.count_flops`` counts), and the model output's shape."""
     import torch
+
+    from yoloblocks_cli.flops import thop_macs
 
     shapes: list[Any] = [None] * len(model.model)
     handles = [m.register_forward_hook(lambda mod, inp, out, k=k: shapes.__setitem__(k, shape_of(out)))
                for k, m in enumerate(model.model)]
+    per: dict[str, float] = {}
     try:
         with torch.inference_mode():
-            out = model(x)
+            thop_macs(model, (x,), per)  # it profiles a deepcopy: the hooks (same functions) come along
     finally:
         for h in handles:
             h.remove()
-    return shapes, out
+    flops = [int(round(2 * per.get(f"model.{k}", 0.0))) for k in range(len(model.model))]
+    return shapes, flops, shapes[-1]
 
 
-def layer_flops(model: Any, x: Any) -> list[int]:
-    """2 x thop MACs per top-level layer at this input (ultralytics' per-layer convention)."""
-    import thop
+class LayerTimer:
+    """Pre/post hooks on the YAML layers that record each layer's time of every pass.
 
-    with redirect_stdout(io.StringIO()):
-        _, _, tree = thop.profile(model, inputs=(x,), verbose=False, ret_layer_info=True)
-    per = tree.get("model", (0, 0, {}))[2]
-    return [int(round(2 * float(per.get(str(k), (0,))[0]))) for k in range(len(model.model))]
+    On CPU it can stay attached while the model-level latency is measured (no
+    synchronisation, a few microseconds per layer); on CUDA pass ``sync`` and use it alone.
+    """
+
+    def __init__(self, model: Any, sync: Callable[[], None] | None = None):
+        self.model, self.sync = model, sync
+        self.samples: list[list[float]] = [[] for _ in model.model]
+        self._starts: dict[int, float] = {}
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> "LayerTimer":
+        for k, m in enumerate(self.model.model):
+            self._handles.append(m.register_forward_pre_hook(self._pre(k)))
+            self._handles.append(m.register_forward_hook(self._post(k)))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def _pre(self, k: int) -> Callable:
+        def hook(mod: Any, inp: Any) -> None:
+            if self.sync:
+                self.sync()
+            self._starts[k] = time.perf_counter()
+        return hook
+
+    def _post(self, k: int) -> Callable:
+        def hook(mod: Any, inp: Any, out: Any) -> None:
+            if self.sync:
+                self.sync()
+            if k in self._starts:
+                self.samples[k].append((time.perf_counter() - self._starts.pop(k)) * 1e3)
+        return hook
+
+    def fastest_ms(self) -> list[float] | None:
+        """The fastest pass of each layer: with few passes on a shared CPU, the least disturbed."""
+        if not all(self.samples):
+            return None
+        return [min(s) for s in self.samples]
 
 
-def layer_latency(model: Any, x: Any, device: Any, runs: int = 3,
-                  sync: Callable[[], None] | None = None) -> list[float]:
-    """Fastest milliseconds per top-level layer over ``runs`` passes (after one warm-up).
-
-    The minimum, not the median: with a handful of passes on a shared CPU, the fastest pass
-    of each layer is the least disturbed estimate of its own cost."""
+def layer_latency(model: Any, x: Any, runs: int = 3, sync: Callable[[], None] | None = None) -> list[float] | None:
+    """Fastest milliseconds per YAML layer over ``runs`` passes."""
     import torch
 
-    sync = sync or (lambda: None)
-    starts: dict[int, float] = {}
-    samples: list[list[float]] = [[] for _ in model.model]
-
-    def pre(k: int) -> Callable:
-        def hook(mod: Any, inp: Any) -> None:
-            sync()
-            starts[k] = time.perf_counter()
-        return hook
-
-    def post(k: int) -> Callable:
-        def hook(mod: Any, inp: Any, out: Any) -> None:
-            sync()
-            samples[k].append((time.perf_counter() - starts[k]) * 1e3)
-        return hook
-
-    with torch.inference_mode():
-        model(x)  # warm-up, untimed
-        handles = []
-        for k, m in enumerate(model.model):
-            handles.append(m.register_forward_pre_hook(pre(k)))
-            handles.append(m.register_forward_hook(post(k)))
-        try:
-            for _ in range(max(1, runs)):
-                model(x)
-        finally:
-            for h in handles:
-                h.remove()
-    return [min(s) if s else 0.0 for s in samples]
+    with torch.inference_mode(), LayerTimer(model, sync) as timer:
+        for _ in range(max(1, runs)):
+            model(x)
+    return timer.fastest_ms()
 
 
-def profile_layers(built: Any, x: Any, device: Any, *, latency_runs: int = 3,
-                   sync: Callable[[], None] | None = None) -> list[LayerRow]:
-    """The layer table of a :class:`~yoloblocks_cli.yaml_model.BuiltModel` at input ``x``."""
-    model = built.model
-    shapes, _ = layer_shapes(model, x)
-    flops = layer_flops(model, x)
-    times = layer_latency(model, x, device, latency_runs, sync) if latency_runs > 0 else None
+def table_rows(built: Any, shapes: list[Any], flops: list[int], times: list[float] | None) -> list[LayerRow]:
+    """Join the builder's per-layer facts with what was measured."""
     total = sum(times) if times else 0.0
     rows = []
     for k, info in enumerate(built.layers):
@@ -132,3 +137,11 @@ def profile_layers(built: Any, x: Any, device: Any, *, latency_runs: int = 3,
         rows.append(LayerRow(info.index, info.from_, info.n, info.module, info.args, info.params, shapes[k],
                              flops[k], t, (t / total) if (times and total > 0) else None, info.line))
     return rows
+
+
+def profile_layers(built: Any, x: Any, *, latency_runs: int = 3,
+                   sync: Callable[[], None] | None = None) -> list[LayerRow]:
+    """The layer table of a :class:`~yoloblocks_cli.yaml_model.BuiltModel` at input ``x``."""
+    shapes, flops, _ = layer_shapes_and_flops(built.model, x)
+    times = layer_latency(built.model, x, latency_runs, sync) if latency_runs > 0 else None
+    return table_rows(built, shapes, flops, times)

@@ -34,9 +34,12 @@ ACTIVATIONS = frozenset({
 
 
 def cfg_dir() -> Path:
-    import blocks
+    """``blocks/cfg``, found without importing the block library (that would import torch)."""
+    import importlib.util
 
-    return Path(blocks.__file__).parent / "cfg"
+    spec = importlib.util.find_spec("blocks")
+    assert spec is not None and spec.origin is not None, "the blocks package is not installed"
+    return Path(spec.origin).parent / "cfg"
 
 
 def _shipped_folders() -> list[Path]:

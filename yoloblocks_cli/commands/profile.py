@@ -6,6 +6,7 @@ its summary line with the same numbers, then the model-level figures of `yb insp
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, Optional
 
 import typer
@@ -17,8 +18,8 @@ from yoloblocks_cli.options import (BatchOpt, DeviceOpt, DtypeOpt, JsonOpt, Outp
 ScaleOpt = Annotated[Optional[str], typer.Option("--scale", help="Model scale letter (n, s, m, l, x...); default from the file name.")]
 NcOpt = Annotated[Optional[int], typer.Option("--nc", help="Number of classes (overrides the YAML's nc).")]
 ModelSizeOpt = Annotated[str, typer.Option("--size", "-s", help="Input image: S, HxW or BxCxHxW; measured at that size.")]
-RunsOpt = Annotated[int, typer.Option("--runs", min=1, help="Minimum timed runs of the whole model.")]
-LayerRunsOpt = Annotated[int, typer.Option("--layer-runs", min=0, help="Timed passes for the per-layer latency share (0: skip).")]
+RunsOpt = Annotated[int, typer.Option("--runs", min=1, help="Timed runs of the whole model (after one warm-up).")]
+LayerRunsOpt = Annotated[int, typer.Option("--layer-runs", min=0, help="CUDA: synchronised passes for the per-layer latency share (0: skip). On CPU the shares come from the timed runs.")]
 NoLatencyOpt = Annotated[bool, typer.Option("--no-latency", help="Skip timing.")]
 NoMemoryOpt = Annotated[bool, typer.Option("--no-memory", help="Skip the peak-memory pass.")]
 DialectOpt = Annotated[Optional[str], typer.Option("--dialect", help="YAML dialect (default: detected; ultralytics).")]
@@ -105,14 +106,10 @@ def run_profile(opts: dict[str, Any], step: Callable[[str], None] = lambda t: No
     """Build, count and time; return the JSON report (schema yoloblocks.report/1)."""
     import torch
 
-    from yoloblocks_cli.bench import peak_memory, time_forward
-    from yoloblocks_cli.device import resolve_device, resolve_dtype, synchronize
-    from yoloblocks_cli.errors import UsageError
-    from yoloblocks_cli.flops import count_flops
-    from yoloblocks_cli.layer_profile import profile_layers, shape_of
-    from yoloblocks_cli.report import base_report, env_info
+    from yoloblocks_cli.device import resolve_device, resolve_dtype
+    from yoloblocks_cli.errors import CheckFailed, UsageError, YBError
     from yoloblocks_cli.spec import parse_model_size
-    from yoloblocks_cli.yaml_model import build_model, summary_line, ultralytics_gflops
+    from yoloblocks_cli.yaml_model import build_model, ultralytics_gflops
 
     device = resolve_device(opts["device"])
     dtype = resolve_dtype(opts["dtype"])
@@ -129,22 +126,53 @@ def run_profile(opts: dict[str, Any], step: Callable[[str], None] = lambda t: No
                          f"not {shape.channels}")
     step("ultralytics GFLOPs at 640")
     gflops_640 = ultralytics_gflops(built, 640)
+    try:
+        return _measure(built, shape, gflops_640, device, dtype, opts, step)
+    except YBError:
+        raise
+    except Exception as exc:  # the model failed at the requested size / dtype / device: exit 1, one line
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CheckFailed(f"{built.name} at {shape} ({opts['dtype']}, {device}): {exc.__class__.__name__}: {msg}"
+                          ) from exc
+
+
+def _measure(built: Any, shape: Any, gflops_640: float, device: Any, dtype: Any, opts: dict[str, Any],
+             step: Callable[[str], None]) -> dict[str, Any]:
+    import torch
+
+    from yoloblocks_cli.bench import peak_memory, time_forward
+    from yoloblocks_cli.device import synchronize
+    from yoloblocks_cli.flops import count_flops
+    from yoloblocks_cli.layer_profile import LayerTimer, layer_latency, layer_shapes_and_flops, table_rows
+    from yoloblocks_cli.report import base_report, env_info
+    from yoloblocks_cli.yaml_model import summary_line
+
     model = built.model.to(device=device, dtype=dtype).eval()
     x = torch.randn(shape.dims, device=device).to(dtype)
     step(f"layers at {shape}")
-    sync = (lambda: synchronize(device)) if device.type == "cuda" else None
-    rows = profile_layers(built, x, device, latency_runs=opts.get("layer_runs", 3) if opts.get("latency", True)
-                          else 0, sync=sync)
-    with torch.inference_mode():
-        out = model(x)
+    cuda = device.type == "cuda"
+    shapes, layer_fl, out_shape = layer_shapes_and_flops(model, x)
     step(f"FLOPs at {shape} (torch, thop, fvcore)")
     flops = count_flops(model, (x,))
+    latency = None
+    times = None
+    if opts.get("latency", True):
+        step(f"timing at {shape}")
+        # CPU: the layer hooks stay on while the model is timed (no sync, microseconds per layer);
+        # CUDA: per-layer times need a sync around every layer, so they get passes of their own.
+        with (LayerTimer(model) if not cuda else contextlib.nullcontext()) as timer:
+            latency = time_forward(model, x, device, warmup=1, min_runs=opts.get("runs", 10),
+                                   max_runs=opts.get("runs", 10))
+        if cuda and opts.get("layer_runs", 3) > 0:
+            times = layer_latency(model, x, opts.get("layer_runs", 3), sync=lambda: synchronize(device))
+        elif timer is not None:
+            times = timer.fastest_ms()
+    rows = table_rows(built, shapes, layer_fl, times)
     report = base_report("profile", opts["model"], env_info(device, dtype, opts.get("threads")))
     report["model"] = {"name": built.name, "yaml": str(built.yaml_path), "scale": built.scale,
                        "dialect": built.dialect, "stride": list(built.stride)}
     report["input_shape"] = list(shape.dims)
-    report["output_shape"] = shape_of(out)
-    del out
+    report["output_shape"] = out_shape
     report["params"] = {"total": built.params, "trainable": built.gradients,
                         "buffers": sum(b.numel() for b in model.buffers())}
     report["flops"] = flops.as_json()
@@ -153,10 +181,7 @@ def run_profile(opts: dict[str, Any], step: Callable[[str], None] = lambda t: No
                          "gflops": round(gflops_640, 1), "gflops_exact": gflops_640,
                          "line": summary_line(built, gflops_640)}
     report["layers"] = [r.as_json() for r in rows]
-    report["latency_ms"] = None
-    if opts.get("latency", True):
-        step(f"timing at {shape}")
-        report["latency_ms"] = time_forward(model, x, device, min_runs=opts.get("runs", 10)).as_json()
+    report["latency_ms"] = latency.as_json() if latency is not None else None
     report["memory_bytes"] = None
     if opts.get("memory", True):
         step(f"peak memory at {shape}")
