@@ -116,3 +116,11 @@ def test_yolov9_c_plain_layers_equal_the_seed_002_table():
     for i, params in enumerate(SEED_002_PARAMS[:-1]):
         if i not in SEED_002_MODIFIED:
             assert ref[i] == params, i
+
+
+def test_shipped_repository_yamls_are_named_with_their_folder():
+    from yoloblocks_cli.yaml_model import resolve_model_path
+
+    assert resolve_model_path("yolov5_repo/yolov5s") == CFG / "yolov5_repo" / "yolov5s.yaml"
+    assert resolve_model_path("yolov9_repo/yolov9-c") == CFG / "yolov9_repo" / "yolov9-c.yaml"
+    assert resolve_model_path("yolov5s").parent.name == "ultralytics"  # a bare name is ultralytics' v5u
