@@ -5,9 +5,9 @@ Usage:  PYTHONPATH=. python benchmarks/bench_trace_overhead.py [--runs 30] [--th
 Timing uses process CPU time with one torch thread by default, so that other processes on a
 shared machine do not swamp a 25% threshold (``--wall`` for wall clock).
 
-Cases: a yolov8n-like backbone (Conv/C2f/SPPF at the n widths) at 640x640 and 640x480, and
-an attention block (plain multi-head self-attention over H*W tokens) at P5/P4 sizes; plus any
-registered attention-family block. Plain and traced runs are interleaved so machine load
+Cases: a yolov8n-like backbone (Conv/C2f/SPPF at the n widths), the full yolov8n built by
+``yaml_model`` (when present), an attention block (plain multi-head self-attention over H*W
+tokens) at P5/P4 sizes, and every registered attention-family block at 64x20x20. Plain and traced runs are interleaved so machine load
 hits both alike; the figure is the ratio of medians. "traced" = pre/post hooks on every
 module recording shapes (what every configuration pays); "traced+layers" adds the layer log
 of ``--layers``.
@@ -117,12 +117,19 @@ def main() -> None:
         ("TokenAttention(128)", TokenAttention(128), (1, 128, 40, 40)),
     ]
     try:
+        from yoloblocks_cli.yaml_model import build_model
+
+        for size in ((1, 3, 640, 640), (1, 3, 640, 480)):
+            cases.append(("yolov8n (full model)", build_model("yolov8n").model, size))
+    except Exception as exc:  # noqa: BLE001 - the model builder may be absent
+        print(f"(yolov8n skipped: {exc})")
+    try:
         from blocks.registry import all_blocks
 
         for info in all_blocks():
             if info.family == "attention":
-                mod = info.cls(*info.inspect_args(256, None), **info.default_kwargs)
-                cases.append((info.name, mod, (1, 256, 20, 20)))
+                mod = info.cls(*info.inspect_args(64, None), **info.default_kwargs)
+                cases.append((info.name, mod, (1, 64, 20, 20)))
     except Exception as exc:  # noqa: BLE001 - the benchmark still reports the built-in cases
         print(f"(registry attention blocks skipped: {exc})")
     if a.quick:

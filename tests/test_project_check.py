@@ -16,5 +16,6 @@ def test_project_yb_check_passes():
     assert names[:2] == ["c2f", "sppf"]
     params = {t["name"]: t["params"]["total"] for t in report["targets"]}
     assert params["c2f"] == 29_056 and params["sppf"] == 10_432
+    assert params["yolov8n"] == 3_157_200  # ultralytics' count for yolov8n.yaml
     checks = {(c["target"], c["check"]) for c in report["checks"]}
     assert ("c2f", "sweep 2x64x48x32") in checks and ("c2f", "baseline params") in checks

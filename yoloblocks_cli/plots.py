@@ -7,8 +7,6 @@ matplotlib is one clear line (exit 2) before any measuring starts.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -96,17 +94,10 @@ def _atomic_savefig(fig: Any, path: Path) -> None:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise UsageError(f"cannot write figure '{path}': no such folder '{folder}'")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=folder)
-    os.close(fd)
-    try:
+    from yoloblocks_cli.atomic import atomic_path
+
+    with atomic_path(path, make_parents=False) as tmp:
         fig.savefig(tmp, format=path.suffix.lower().lstrip("."), dpi=100, metadata=_stable_metadata(path))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a figure is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _stable_metadata(path: Path) -> dict[str, Any]:

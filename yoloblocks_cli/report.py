@@ -11,7 +11,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Iterator
@@ -64,22 +63,9 @@ def write_json(report: dict[str, Any], output_path: str | Path | None = None) ->
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    path = Path(output_path)
-    folder = path.parent if str(path.parent) else Path(".")
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from yoloblocks_cli.atomic import write_text_atomic
+
+    write_text_atomic(output_path, text)
 
 
 # ----------------------------------------------------------------------------- rich

@@ -13,7 +13,6 @@ be killed, and a timed-out forward may still be running while the next one start
 from __future__ import annotations
 
 import inspect
-import math
 import os
 import sys
 import sysconfig
@@ -21,7 +20,7 @@ import threading
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 ROOT_LABEL = "<root>"
 
@@ -455,12 +454,7 @@ def fmt_shape(shape: Any) -> str:
     return "[" + ", ".join(fmt_shape(s) for s in shape) + "]"
 
 
-def isqrt_square(n: int) -> tuple[int, bool]:
-    s = math.isqrt(n)
-    return s, s * s == n
-
-
-__all__: Iterable[str] = [
+__all__ = [
     "ShapeTracer", "Failure", "TraceResult", "traced_call", "locate", "run_with_timeout",
     "shape_of", "fmt_shape", "flatten_tensors", "module_source", "user_frame", "is_oom",
 ]
