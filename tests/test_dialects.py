@@ -116,3 +116,38 @@ def test_yolov9_c_plain_layers_equal_the_seed_002_table():
     for i, params in enumerate(SEED_002_PARAMS[:-1]):
         if i not in SEED_002_MODIFIED:
             assert ref[i] == params, i
+
+
+def test_shipped_repository_yamls_are_named_with_their_folder():
+    from yoloblocks_cli.yaml_model import resolve_model_path
+
+    assert resolve_model_path("yolov5_repo/yolov5s") == CFG / "yolov5_repo" / "yolov5s.yaml"
+    assert resolve_model_path("yolov9_repo/yolov9-c") == CFG / "yolov9_repo" / "yolov9-c.yaml"
+    assert resolve_model_path("yolov5s").parent.name == "ultralytics"  # a bare name is ultralytics' v5u
+
+
+TINY_V5 = """
+nc: 80
+depth_multiple: 0.33
+width_multiple: 0.5
+anchors:
+  - [10, 13, 16, 30, 33, 23]
+backbone:
+  - [-1, 1, Conv, [32, 3, 2]]
+  - [-1, 1, Conv, [255, 1, 1]]
+  - [-1, 1, Conv, [64, 3, 2]]
+head:
+  - [[2], 1, Detect, [nc, anchors]]
+"""
+
+
+def test_repository_width_rule_leaves_na_times_nc_plus_5_unscaled(tmp_path):
+    """Both repositories skip the width multiple for c2 == na * (nc + 5) (255 here), not c2 == nc."""
+    from yoloblocks_cli.yaml_model import build_model
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_V5)
+    built = build_model(path)
+    assert built.dialect == "yolov5-repo"
+    assert [layer.args[1] for layer in built.layers[:3]] == [16, 255, 32]
+    assert built.layers[-1].params == 3 * 85 * (32 + 1)

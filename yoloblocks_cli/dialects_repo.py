@@ -10,7 +10,9 @@ the width multiple is skipped for ``c2 == na * (nc + 5)`` (not ``c2 == nc``) and
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, Iterable, Iterator
 
 from yoloblocks_cli.dialects import Dialect, register_dialect
 
@@ -27,9 +29,8 @@ YOLOV9_RENAME: dict[str, str] = {}
 
 # parse_model facts shared by both repositories (ultralytics/yolov5 v7.0, WongKinYiu/yolov9),
 # in the keys of ``yoloblocks_cli.dialects.ULTRALYTICS_FACTS``. Their width rule skips
-# c2 == na * (nc + 5) (see :func:`no_width_skip`), which no shipped YAML meets; the builder's
-# nearest switch is ``keep_nc_width`` (skip c2 == nc), left off as in ultralytics 8.4.
-# They have no ``scales`` and no max_channels clamp: a YAML's depth/width multiples apply.
+# c2 == na * (nc + 5), not c2 == nc: :class:`RepoWidthConventions` rewrites the width
+# conventions accordingly. They have no ``scales`` and no max_channels clamp.
 REPO_FACTS: dict[str, Any] = {
     "arg_names": ("nc", "anchors"),  # `anchors` in Detect's args is the YAML's top-level list (or int)
     "stride_probe": 256,  # both build the strides from a 256x256 zero image
@@ -68,11 +69,56 @@ def no_width_skip(nc: int, anchors: Any) -> int:
     return na * (nc + 5)
 
 
+WIDTH_CONVENTIONS = ("c1_c2", "c1_c2_n")  # the rules that apply the width multiple to args[0]
+
+
+def _repo_width(conv: Any) -> Any:
+    """``conv`` with the repositories' exemption: c2 == na * (nc + 5) (an output conv) stays unscaled."""
+    from blocks.conventions import Convention
+
+    def resolve(ctx: Any) -> Any:
+        d = ctx.extra.get("yaml") or {}
+        exempt = no_width_skip(int(d.get("nc", 80)), d.get("anchors", 3))
+        return conv.resolve(dataclasses.replace(ctx, nc=exempt))
+
+    return Convention(f"{conv.name}", f"{conv.description} (c2 == na*(nc+5) left unscaled)", resolve, conv.standalone)
+
+
+class RepoWidthConventions(Mapping):
+    """Dialect convention overrides computed on demand, so plugin blocks are covered too.
+
+    The builder asks ``conventions.get(name, block_convention)``; width conventions come
+    back wrapped by :func:`_repo_width`, every other rule unchanged (``None``: not overridden).
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[int, Any] = {}
+
+    def get(self, name: str, default: Any = None) -> Any:
+        if default is None or getattr(default, "name", None) not in WIDTH_CONVENTIONS:
+            return default
+        key = id(default)
+        if key not in self._cache:
+            self._cache[key] = _repo_width(default)
+        return self._cache[key]
+
+    def __getitem__(self, name: str) -> Any:
+        raise KeyError(name)  # only get() with the block's own convention can answer
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+REPO_CONVENTIONS = RepoWidthConventions()
+
 YOLOV9_REPO = register_dialect(Dialect(
-    "yolov9-repo", detect=is_yolov9_repo, rename=YOLOV9_RENAME, facts=REPO_FACTS, priority=20,
+    "yolov9-repo", detect=is_yolov9_repo, rename=YOLOV9_RENAME, conventions=REPO_CONVENTIONS, facts=REPO_FACTS, priority=20,
     description="WongKinYiu/yolov9 parse_model: Silence/CBLinear/CBFuse routing, DDetect/DualDDetect heads",
 ))
 YOLOV5_REPO = register_dialect(Dialect(
-    "yolov5-repo", detect=is_yolov5_repo, rename=YOLOV5_RENAME, facts=REPO_FACTS, priority=10,
+    "yolov5-repo", detect=is_yolov5_repo, rename=YOLOV5_RENAME, conventions=REPO_CONVENTIONS, facts=REPO_FACTS, priority=10,
     description="ultralytics/yolov5 (v6.0-v7.0) parse_model: anchor-based Detect, anchors from the YAML",
 ))
