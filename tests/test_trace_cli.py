@@ -306,3 +306,11 @@ def test_no_hooks_left_behind_on_shared_modules():
     code, _ = yb_json("trace", "C2f", "--sizes", "8x4x4", "--probes", "sweep")
     assert code == 0
     assert not Conv.default_act._forward_pre_hooks and not Conv.default_act._forward_hooks
+
+
+def test_output_file_holds_the_same_report(tmp_path):
+    out = tmp_path / "deep" / "trace.json"
+    code, rep = yb_json("trace", "Conv", "--sizes", "8x5x7", "--probes", "sweep", "--output", str(out))
+    assert code == 0
+    saved = json.loads(out.read_text())
+    assert saved["points"] == rep["points"] and saved["schema"] == "yoloblocks.report/1"
