@@ -121,6 +121,7 @@ def test_batch_mixing_is_caught_by_the_batch_probe_not_an_exception():
     assert (err["layer"], err["module"], err["layer_input_shape"]) == ("mix", "BatchMixer", [2, 8, 6, 6])
     assert (err["file"], err["line"]) == (REL, marker_line("batch"))
     assert err["cause"] == "batch-mixing"
+    assert err["hint"].startswith("batch mixing: a reshape or reduction folds the batch axis into tokens")
 
 
 def test_unused_parameters_are_listed():
