@@ -20,3 +20,4 @@ from blocks import psa  # noqa: F401,E402
 from blocks import c3k2  # noqa: F401,E402
 from blocks import v10  # noqa: F401,E402
 from blocks import heads  # noqa: F401,E402
+from blocks import c2  # noqa: F401,E402

@@ -19,6 +19,7 @@ from torch import nn
 
 from blocks.conv import Conv, autopad
 from blocks.conventions import Convention, LayerContext, Resolved, make_divisible, register_convention
+from blocks.heads import DFL, dist2bbox, make_anchors  # identical to the YOLOv9 repository's
 from blocks.registry import register_block
 
 _SOURCE = "YOLOv9 repository (WongKinYiu/yolov9), models/common.py and models/yolo.py"
@@ -95,42 +96,6 @@ class CBFuse(nn.Module):
 # --- decoupled detection heads ---------------------------------------------------------
 
 
-class DFL(nn.Module):
-    """Distribution focal loss integral: expected bin index per box side (fixed 1x1 conv, no grad)."""
-
-    def __init__(self, c1: int = REG_MAX):
-        super().__init__()
-        self.conv = nn.Conv2d(c1, 1, 1, bias=False).requires_grad_(False)
-        with torch.no_grad():
-            self.conv.weight.copy_(torch.arange(c1, dtype=torch.float).view(1, c1, 1, 1))
-        self.c1 = c1
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, a = x.shape
-        return self.conv(x.view(b, 4, self.c1, a).transpose(2, 1).softmax(1)).view(b, 4, a)
-
-
-def _make_anchors(feats: list[torch.Tensor], strides: torch.Tensor, offset: float = 0.5):
-    """Anchor centres (grid units) and their strides for every cell of every level."""
-    points, stride_list = [], []
-    dtype, device = feats[0].dtype, feats[0].device
-    for feat, stride in zip(feats, strides):
-        h, w = feat.shape[2:]
-        sx = torch.arange(w, device=device, dtype=dtype) + offset
-        sy = torch.arange(h, device=device, dtype=dtype) + offset
-        yy, xx = torch.meshgrid(sy, sx, indexing="ij")
-        points.append(torch.stack((xx, yy), -1).view(-1, 2))
-        stride_list.append(torch.full((h * w, 1), float(stride), dtype=dtype, device=device))
-    return torch.cat(points), torch.cat(stride_list)
-
-
-def _dist2bbox_xywh(distance: torch.Tensor, anchor_points: torch.Tensor) -> torch.Tensor:
-    """(left, top, right, bottom) distances along dim 1 -> (cx, cy, w, h)."""
-    lt, rb = distance.chunk(2, 1)
-    x1y1, x2y2 = anchor_points - lt, anchor_points + rb
-    return torch.cat(((x1y1 + x2y2) / 2, x2y2 - x1y1), 1)
-
-
 def _branch_widths(ch0: int, nc: int) -> tuple[int, int]:
     """Box and class tower widths of a DDetect branch fed first by a map of width ch0."""
     c2 = make_divisible(max(ch0 // 4, REG_MAX * 4, 16), 4)
@@ -195,11 +160,11 @@ class _MultiBranchDDetect(nn.Module):
     def _decode(self, d: list[torch.Tensor], dfl: DFL) -> torch.Tensor:
         shape = d[0].shape
         if self.dynamic or self.shape != shape:
-            anchors, strides = _make_anchors(d, self.stride, 0.5)
+            anchors, strides = make_anchors(d, self.stride, 0.5)
             self.anchors, self.strides = anchors.transpose(0, 1), strides.transpose(0, 1)
             self.shape = shape
         box, cls = torch.cat([di.view(shape[0], self.no, -1) for di in d], 2).split((REG_MAX * 4, self.nc), 1)
-        dbox = _dist2bbox_xywh(dfl(box), self.anchors.unsqueeze(0)) * self.strides
+        dbox = dist2bbox(dfl(box), self.anchors.unsqueeze(0), xywh=True, dim=1) * self.strides
         return torch.cat((dbox, cls.sigmoid()), 1)
 
     @property

@@ -57,3 +57,62 @@ def test_renames_and_facts():
     assert dr.YOLOV5_RENAME == {"Detect": "AnchorDetect"}
     assert dr.no_width_skip(80, [[10, 13, 16, 30, 33, 23]] * 3) == 255
     assert dr.no_width_skip(80, 3) == 255
+
+
+# --- whole models through the builder: exact to the unit, layer by layer --------------------
+
+FAST = ["yolov5_repo/yolov5s", "yolov9_repo/yolov9-c"]  # gelan-c and the rest: -m slow (DDetect: test_repo_blocks)
+SLOW = [k for k in REF if k not in FAST]
+
+
+def _check_model(key: str) -> None:
+    from yoloblocks_cli.yaml_model import build_model, ultralytics_gflops
+
+    ref = REF[key]
+    built = build_model(CFG / f"{key}.yaml")
+    assert built.dialect == ("yolov5-repo" if key.startswith("yolov5") else "yolov9-repo")
+    assert [layer.params for layer in built.layers] == ref["layer_params"]
+    assert (built.params, built.gradients) == (ref["params"], ref["gradients"])
+    assert round(ultralytics_gflops(built), 1) == round(ref["gflops"], 1)
+
+
+@pytest.mark.parametrize("key", FAST)
+def test_repository_model_is_built_exactly(key):
+    _check_model(key)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", SLOW)
+def test_repository_model_is_built_exactly_full_sweep(key):
+    _check_model(key)
+
+
+def test_yolov5_repo_resolves_detect_to_the_anchor_head_with_yaml_anchors():
+    from blocks.yolov5_repo import AnchorDetect
+    from yoloblocks_cli.yaml_model import build_model
+
+    built = build_model(CFG / "yolov5_repo/yolov5n.yaml", nc=3)
+    head = built.model.model[-1] if hasattr(built.model, "model") else list(built.model.children())[-1]
+    assert isinstance(head, AnchorDetect)
+    assert built.layers[-1].params == 3 * ((64 + 1) + (128 + 1) + (256 + 1)) * (3 + 5)
+    # anchors are in grid units after the stride pass: P3 [10, 13] / 8
+    assert head.anchors[0, 0].tolist() == [1.25, 1.625]
+    assert built.stride == (8.0, 16.0, 32.0)
+
+
+# Seed 002's table (yolov9-c-MMQARepNCSPELAN4 built by the YOLOv9 repository, nc=1), params per layer.
+SEED_002_PARAMS = [0, 1856, 73984, 249472, 164352, 773376, 656384, 2119168, 656384, 2119168, 656896, 0, 0,
+                   3119616, 0, 0, 912640, 164352, 0, 2988544, 656384, 0, 3119616, 131328, 393984, 656640, 1856,
+                   73984, 212864, 164352, 0, 847616, 656384, 0, 2857472, 656384, 0, 2857472, 21542822]
+SEED_002_MODIFIED = {3, 5, 7, 9}  # the MMQARepNCSPELAN4 layers
+
+
+def test_yolov9_c_plain_layers_equal_the_seed_002_table():
+    """Every layer the article did not modify equals yolov9-c's as the repository builds it (which
+    test_repository_model_is_built_exactly pins for our build); the head differs only by nc (1 vs 80)
+    and is checked at nc=1 in test_repo_blocks."""
+    assert sum(SEED_002_PARAMS) == 49_485_350  # the article's summary line
+    ref = REF["yolov9_repo/yolov9-c"]["layer_params"]
+    for i, params in enumerate(SEED_002_PARAMS[:-1]):
+        if i not in SEED_002_MODIFIED:
+            assert ref[i] == params, i

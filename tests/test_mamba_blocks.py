@@ -95,7 +95,7 @@ def test_yaml_conventions_are_the_official_parse_model_rules():
     assert get_block("SimpleStem").convention.resolve(ctx).args == [3, 32, 3]
 
 
-# --- whole-model counts: a minimal YAML walker (STAND-IN until yoloblocks_cli.yaml_model lands) ---
+# --- whole-model counts on the meta device: a minimal YAML walker, independent of the builder ---
 
 
 def detect_params(nc: int, ch: list[int], reg_max: int = 16) -> int:
@@ -253,48 +253,51 @@ def test_thop_rule_for_ss2d():
     assert MODULE_MACS[SS2D](m, (torch.randn(1, 16, 8, 6),), None) == 2 * macs
 
 
-# --- the model, backbone + neck (stand-in graph runner until the yaml builder lands) ---------
+# --- the whole model through the project's YAML builder ---------------------------------
 
 
-def run_graph(scale: str, x: torch.Tensor) -> list[torch.Tensor]:
-    d = yaml.safe_load(CFG.read_text())
-    depth, width, max_ch = d["scales"][scale]
-    nc, ch, outs, layers = d["nc"], [3], [], []
-    for f, n, m, args in d["backbone"] + d["head"]:
-        if m == "Detect":
-            return [outs[i] for i in f]
-        args = [None if a == "None" else a for a in args]
-        n = max(round(n * depth), 1) if n > 1 else n
-        fs = [f] if isinstance(f, int) else f
-        cin = [ch[i] if i < 0 else ch[i + 1] for i in fs]
-        info = get_block(m)
-        r = info.convention.resolve(LayerContext(ch_in=cin, args=list(args), n=n, nc=nc, width=width,
-                                                 max_channels=max_ch))
-        mod = torch.nn.Sequential(*(info.cls(*r.args, **r.kwargs) for _ in range(r.repeats))).eval()
-        inp = x if not outs else ([outs[i] for i in fs] if len(fs) > 1 else outs[fs[0]])
-        out = mod(inp) if len(fs) == 1 else mod[0](inp)
-        outs.append(out)
-        ch.append(r.c_out if r.c_out is not None else cin[0])
-    raise AssertionError("no Detect layer")
+@pytest.fixture(scope="module")
+def mamba_yolo_t():
+    from yoloblocks_cli.yaml_model import build_model
+
+    torch.manual_seed(0)
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)  # the builder runs a stride probe forward
+    try:
+        return build_model("mamba-yolo.yaml", scale="T")
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_builder_gives_the_pinned_counts(mamba_yolo_t):
+    assert [layer.params for layer in mamba_yolo_t.layers] == MAMBA_YOLO_T_LAYERS
+    assert n_params(mamba_yolo_t.model) == 6_131_704
+    assert list(mamba_yolo_t.stride) == [8.0, 16.0, 32.0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scale,total", [("B", 21_828_000), ("L", 57_631_024)])
+def test_builder_totals_b_l(scale, total):
+    from yoloblocks_cli.yaml_model import build_model
+
+    assert n_params(build_model("mamba-yolo.yaml", scale=scale).model) == total
 
 
 @pytest.mark.parametrize("hw", [(64, 64), (96, 64)])
-def test_mamba_yolo_t_runs_on_square_and_rectangular_inputs(hw):
-    torch.manual_seed(0)
+def test_mamba_yolo_t_runs_on_square_and_rectangular_inputs(mamba_yolo_t, hw):
+    model = mamba_yolo_t.model.eval()
     with torch.no_grad():
-        p3, p4, p5 = run_graph("T", torch.randn(1, 3, *hw))
-    h, w = hw
-    assert p3.shape == (1, 64, h // 8, w // 8)
-    assert p4.shape == (1, 128, h // 16, w // 16)
-    assert p5.shape == (1, 256, h // 32, w // 32)
+        y = model(torch.randn(1, 3, *hw))
+    anchors = sum((hw[0] // s) * (hw[1] // s) for s in (8, 16, 32))
+    assert y.shape == (1, 84, anchors) and torch.isfinite(y).all()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("hw", [(640, 640), (480, 640)])
-def test_mamba_yolo_t_runs_at_640(hw):
+def test_mamba_yolo_t_runs_at_640(mamba_yolo_t, hw):
     with torch.no_grad():
-        p3, p4, p5 = run_graph("T", torch.randn(1, 3, *hw))
-    assert p5.shape == (1, 256, hw[0] // 32, hw[1] // 32) and torch.isfinite(p3).all()
+        y = mamba_yolo_t.model.eval()(torch.randn(1, 3, *hw))
+    assert y.shape == (1, 84, sum((hw[0] // s) * (hw[1] // s) for s in (8, 16, 32)))
 
 
 def test_fvcore_traces_the_scan_as_one_op_under_its_jit_name():

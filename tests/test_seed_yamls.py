@@ -135,8 +135,6 @@ def test_yolov8_fla_concats_name_the_shifted_indices():
 # --- whole-model totals: need the YAML builder (yoloblocks_cli.yaml_model) ---------------
 
 EXPECTED_TOTALS = [
-    # the article's printed summary (YOLOv9 repository, nc=1)
-    ("yolov9-c-MMQARepNCSPELAN4.yaml", None, 49_485_350),
     # yolov8n (nc=80) 3,157,200 + MLLAttention(256): 131,584 (qk) + 2,560 (LePE)
     ("yolov8-mlla.yaml", "n", 3_157_200 + 134_144),
     # yolov8n at nc=1 3,011,043 + FocusedLinearAttention(256): 366,656
@@ -151,3 +149,29 @@ def test_seed_model_totals(name, scale, total):
     yaml_model = pytest.importorskip("yoloblocks_cli.yaml_model")
     built = yaml_model.build_model(CFG / name, scale=scale)
     assert sum(p.numel() for p in built.model.parameters()) == total
+
+
+def test_yolov9_mmqa_total_and_the_articles_gflops():
+    """49,485,350 parameters, and the article's 236.8 GFLOPs explained: the YOLOv9 repository
+    profiles a 32 x 32 image with a thop that sees no matmul and multiplies by (640/32)^2.
+    Leaving out the attention products reproduces it; the block's quadratic attention makes
+    the real count at 640 x 640 about ten times larger."""
+    yaml_model = pytest.importorskip("yoloblocks_cli.yaml_model")
+    import thop
+    import torch
+
+    from blocks.attention.mobile_mqa import MultiQueryAttentionLayerWithDownSampling, _mqa_macs
+
+    built = yaml_model.build_model(CFG / "yolov9-c-MMQARepNCSPELAN4.yaml")
+    assert sum(p.numel() for p in built.model.parameters()) == 49_485_350
+    model = built.model.eval()
+    attention = []
+    hooks = [m.register_forward_hook(lambda m, i, o: attention.append(_mqa_macs(m, i, o)))
+             for m in model.modules() if isinstance(m, MultiQueryAttentionLayerWithDownSampling)]
+    try:
+        macs = thop.profile(model, inputs=(torch.zeros(1, 3, 32, 32),), verbose=False)[0]
+    finally:
+        for h in hooks:
+            h.remove()
+    assert len(attention) == 8  # two Mobile MQA layers in each of the four backbone blocks
+    assert round((macs - sum(attention)) * 2 * 400 / 1e9, 1) == 236.8

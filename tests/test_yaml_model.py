@@ -32,7 +32,44 @@ REFERENCE = {
     "yolov5n": (2654816, 2654800, 262, 7.839), "yolov5s": (9153152, 9153136, 262, 24.210),
     "yolov5m": (25111456, 25111440, 339, 64.603), "yolov5l": (53225024, 53225008, 416, 135.620),
     "yolov5x": (97276448, 97276432, 493, 247.313),
+    "yolov8n-p2": (3354144, 3354128, 277, 17.429),
+    "yolov8s-p2": (10884336, 10884320, 277, 39.670),
+    "yolov8m-p2": (25082496, 25082480, 361, 98.981),
+    "yolov8l-p2": (42888080, 42888064, 445, 206.266),
+    "yolov8x-p2": (66637536, 66637520, 445, 317.981),
+    "yolov8n-p6": (4984352, 4984336, 295, 8.845),
+    "yolov8s-p6": (17911792, 17911776, 295, 28.726),
+    "yolov8m-p6": (44887488, 44887472, 386, 83.460),
+    "yolov8l-p6": (62384016, 62384000, 477, 167.849),
+    "yolov8x-p6": (97423072, 97423056, 477, 261.836),
+    "yolov8n-ghost": (1865316, 1865300, 403, 5.803),
+    "yolov8s-ghost": (5960072, 5960056, 403, 16.416),
+    "yolov8m-ghost": (10336312, 10336296, 603, 32.718),
+    "yolov8l-ghost": (14277872, 14277856, 803, 53.721),
+    "yolov8x-ghost": (22229308, 22229292, 803, 83.278),
+    "yolov8n-ghost-p2": (2033944, 2033928, 491, 13.832),
+    "yolov8s-ghost-p2": (5562080, 5562064, 491, 25.045),
+    "yolov8m-ghost-p2": (9031728, 9031712, 731, 42.792),
+    "yolov8l-ghost-p2": (12214448, 12214432, 971, 69.040),
+    "yolov8x-ghost-p2": (18664776, 18664760, 971, 103.243),
+    "yolov8n-ghost-p6": (2901100, 2901084, 529, 5.814),
+    "yolov8s-ghost-p6": (9520008, 9519992, 529, 16.410),
+    "yolov8m-ghost-p6": (18002904, 18002888, 789, 34.413),
+    "yolov8l-ghost-p6": (21227584, 21227568, 1049, 55.264),
+    "yolov8x-ghost-p6": (33057852, 33057836, 1049, 85.678),
+    "yolov5n-p6": (4334896, 4334880, 344, 7.952),
+    "yolov5s-p6": (15309328, 15309312, 344, 24.617),
+    "yolov5m-p6": (41222064, 41222048, 442, 65.726),
+    "yolov5l-p6": (86099920, 86099904, 540, 138.002),
+    "yolov5x-p6": (155544432, 155544416, 638, 251.647),
 }
+
+
+def test_reference_covers_every_shipped_ultralytics_yaml():
+    from yoloblocks_cli.yaml_model import resolve_model_path
+
+    shipped = {p.name for p in resolve_model_path("yolov8n").parent.glob("*.yaml")}
+    assert {resolve_model_path(name).name for name in REFERENCE} == shipped
 
 
 def _check(name: str, gflops: bool = True) -> None:
@@ -68,19 +105,16 @@ def test_exact_params_other_families(name):
     _check(name, gflops=name == "yolo11n")
 
 
-def test_ghost_and_v9_port_exact_params():
+def test_ghost_p6_and_v9_port_exact_params():
     assert build_model("yolov8n-ghost").params == 1865316
+    p6 = build_model("yolov8n-p6")  # C2 in the P6 stage, four Detect levels
+    assert (p6.params, p6.n_modules, p6.stride) == (4984352, 295, (8.0, 16.0, 32.0, 64.0))
     assert build_model("yolov9t").params == 2128720
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(REFERENCE))
 def test_every_shipped_model_and_scale(name):
-    if name == "yolov9e":
-        from blocks.registry import find_block
-
-        if find_block("CBLinear") is None:
-            pytest.skip("CBLinear/CBFuse come with the yolov9-repo dialect blocks")
     _check(name)
 
 
@@ -120,6 +154,9 @@ def test_scale_from_file_name_and_short_names():
     assert resolve_model_path("yolov8n6").name == "yolov8-p6.yaml"
     assert resolve_model_path("yolo11s").name == "yolo11.yaml"
     assert resolve_model_path("yolov10b").name == "yolov10b.yaml"
+    # a bare name is ultralytics' model; another dialect's shipped YAML is named by its folder
+    assert resolve_model_path("yolov5n").parent.name == "ultralytics"
+    assert resolve_model_path("yolov5_repo/yolov5n").parent.name == "yolov5_repo"
     with pytest.raises(UsageError, match=r"no such model YAML: yolov8q \(did you mean: yolov8"):
         resolve_model_path("yolov8q")
 

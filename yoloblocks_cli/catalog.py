@@ -95,9 +95,11 @@ def entries(family: str | None = None, pattern: str | None = None) -> list[Entry
     return out
 
 
-def measure(info: Any, channels: int = REFERENCE_CHANNELS, hw: tuple[int, int] = REFERENCE_HW) -> dict[str, Any] | None:
-    """Parameters and dispatch FLOPs at the reference size, the FLOPs scaling exponent and
-    whether the block survives the rectangular trace sweep. Heads and glue are not measured."""
+def measure(info: Any, channels: int = REFERENCE_CHANNELS, hw: tuple[int, int] = REFERENCE_HW,
+            sweeps: bool = True) -> dict[str, Any] | None:
+    """Parameters and dispatch FLOPs at the reference size and, with ``sweeps``, the FLOPs
+    scaling exponent and whether the block survives the rectangular trace sweep (those two
+    cost a sweep of sizes each). Heads and glue are not measured."""
     if info.family in UNMEASURED_FAMILIES:
         return None
     import torch
@@ -113,8 +115,9 @@ def measure(info: Any, channels: int = REFERENCE_CHANNELS, hw: tuple[int, int] =
         "params": sum(p.numel() for p in module.parameters()),
         "flops": torch_flops(module, x),
     }
-    out.update(_scaling(spec, channels))
-    out.update(_trace_status(info.name, channels))
+    if sweeps:
+        out.update(_scaling(spec, channels))
+        out.update(_trace_status(info.name, channels))
     return out
 
 
@@ -184,11 +187,26 @@ def render_markdown(rows: list[Entry]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def build_page() -> str:
+def build_page(sweeps: bool = True, progress: Any = None) -> str:
     """Measure every block and render the catalog page."""
+    from blocks.registry import get_block
+
     rows = entries()
     for e in rows:
-        from blocks.registry import get_block
-
-        e.measured = measure(get_block(e.name))
+        if progress is not None:
+            progress(e.name)
+        e.measured = measure(get_block(e.name), sweeps=sweeps)
     return render_markdown(rows)
+
+
+def without_sweep_columns(page: str) -> str:
+    """The page with the two swept columns (exponent, rectangular) blanked: what a fast
+    freshness check can compare without running the sweeps."""
+    out = []
+    for line in page.splitlines():
+        cells = line.split(" | ")
+        if line.startswith("| `") and len(cells) == 8:
+            cells[5] = cells[6] = "?"
+            line = " | ".join(cells)
+        out.append(line)
+    return "\n".join(out)

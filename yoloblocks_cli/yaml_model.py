@@ -39,28 +39,24 @@ def cfg_dir() -> Path:
     return Path(blocks.__file__).parent / "cfg"
 
 
-# Folders of YAMLs in another repository's dialect: their files share stems with
-# ultralytics' (yolov5n), so a bare short name means ultralytics' model, as in ultralytics,
-# and these are addressed with their folder (``yolov5_repo/yolov5n``).
-REPO_DIALECT_DIRS = ("yolov5_repo", "yolov9_repo")
+def _shipped_folders() -> list[Path]:
+    """Folders of shipped YAMLs, the default dialect's (``ultralytics``) first: a bare name such as
+    ``yolov5n`` means ultralytics' model of that name (``yolov5_repo/yolov5n`` names the other)."""
+    root = cfg_dir()
+    folders = sorted({p.parent for p in root.rglob("*.yaml")}, key=lambda f: (f.name != "ultralytics", f != root, str(f)))
+    return folders
 
 
 def shipped_models() -> dict[str, Path]:
-    """Name -> YAML for every model the tool ships (``blocks/cfg/**.yaml``): the bare stem
-    for ultralytics, seed and Mamba-YOLO files, ``folder/stem`` for every file."""
-    out: dict[str, Path] = {}
-    for p in sorted(cfg_dir().rglob("*.yaml")):
-        rel = p.relative_to(cfg_dir()).with_suffix("").as_posix()
-        out[rel] = p
-        if rel.split("/")[0] not in REPO_DIALECT_DIRS:
-            out.setdefault(p.stem, p)
-    for p in sorted(cfg_dir().rglob("*.yaml")):  # repo stems only where nothing else has them
-        out.setdefault(p.stem, p)
-    return out
-
-
-def _is_repo_file(path: Path) -> bool:
-    return path.parent.name in REPO_DIALECT_DIRS
+    """Short name -> YAML for every model the tool ships (``blocks/cfg/**.yaml``); both the bare stem
+    (first folder wins, ultralytics first) and ``folder/stem`` are keys."""
+    root = cfg_dir()
+    found: dict[str, Path] = {}
+    for folder in _shipped_folders():
+        for p in sorted(folder.glob("*.yaml")):
+            found.setdefault(p.stem, p)
+            found.setdefault(p.relative_to(root).with_suffix("").as_posix(), p)
+    return found
 
 
 def _candidate_stems(stem: str) -> list[str]:
@@ -93,14 +89,15 @@ def resolve_model_path(name: str | Path) -> Path:
             q = p.with_name(cand + (p.suffix or ".yaml"))
             if q.is_file():
                 return q
+    root = cfg_dir()
+    sub = p.parent if p.parent != Path(".") else None
+    folders = [root / sub] if sub is not None else _shipped_folders()
+    for folder in folders:
+        for cand in _candidate_stems(stem):
+            q = folder / f"{cand}.yaml"
+            if q.is_file():
+                return q
     shipped = shipped_models()
-    qualified = text[:-5] if text.endswith(".yaml") else text[:-4] if text.endswith(".yml") else text
-    if "/" in qualified and qualified in shipped:
-        return shipped[qualified]
-    for cand in _candidate_stems(stem):
-        if cand in shipped and not (cand == stem and _is_repo_file(shipped[cand]) and
-                                    any(c in shipped and not _is_repo_file(shipped[c]) for c in _candidate_stems(stem))):
-            return shipped[cand]
     import difflib
 
     close = difflib.get_close_matches(stem, list(shipped), n=5, cutoff=0.6)

@@ -29,7 +29,11 @@ def register(app: typer.Typer) -> None:
         if write_docs is not None:
             from yoloblocks_cli.atomic import write_text_atomic
 
-            write_text_atomic(write_docs, catalog.build_page())
+            from yoloblocks_cli.report import status
+
+            with status("measuring every block (params, FLOPs, scaling sweep, trace sweep)") as update:
+                page = catalog.build_page(progress=lambda name: update(f"measuring {name}"))
+            write_text_atomic(write_docs, page)
             typer.echo(f"wrote {write_docs}")
             return
         if family is not None and family not in FAMILIES:
@@ -58,8 +62,11 @@ def register(app: typer.Typer) -> None:
 
 
 def _emit_json(body: dict, command: str, target: str, output) -> None:
-    from yoloblocks_cli.report import base_report, write_json
+    import torch
 
-    report = base_report(command, target, None)
+    from yoloblocks_cli.report import base_report, env_info, write_json
+
+    # measurements in the catalog are taken on CPU in fp32 (see catalog.measure)
+    report = base_report(command, target, env_info(torch.device("cpu"), torch.float32))
     report.update(body)
     write_json(report, output)

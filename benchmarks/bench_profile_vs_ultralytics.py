@@ -1,0 +1,110 @@
+"""Wall time of `yb profile yolov8n` (CPU, 640) against ultralytics' own way to get the same numbers.
+
+ultralytics side: ``YOLO("yolov8n.yaml").info()`` (build + summary line with get_flops) and a
+10-run forward loop at 640, in a fresh interpreter of a separate environment that has
+ultralytics (default ``/work/ulvenv``; set ``ULTRALYTICS_PYTHON``). yoloblocks side: the
+``yb profile`` CLI in a fresh interpreter (it does more: three FLOP counters, per-layer
+shapes/FLOPs/latency, a timed loop of at least 10 runs) and, separately, the builder +
+summary + 10 forwards in-process, the like-for-like part. Both sides use the same thread count.
+
+    PYTHONPATH=$PWD python benchmarks/bench_profile_vs_ultralytics.py [--model yolov8n] [--threads 2] [--repeat 3]
+
+Skips cleanly (exit 0, a message) when the ultralytics environment does not exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+ULTRALYTICS_SNIPPET = r"""
+import os, sys, time
+t0 = time.perf_counter()
+import torch
+torch.set_num_threads({threads})
+try:
+    from ultralytics import YOLO
+    model = YOLO("{model}.yaml")
+    model.info()
+    net = model.model
+except Exception:  # an environment without ultralytics' optional deps: the same numbers from tasks
+    from ultralytics.nn.tasks import DetectionModel
+    net = DetectionModel("{model}.yaml")
+    net.info()
+net.eval()
+x = torch.zeros(1, 3, 640, 640)
+with torch.inference_mode():
+    net(x)
+    t1 = time.perf_counter()
+    for _ in range(10):
+        net(x)
+    loop = time.perf_counter() - t1
+print("LOOP", loop, "TOTAL", time.perf_counter() - t0)
+"""
+
+OURS_SNIPPET = r"""
+import time
+t0 = time.perf_counter()
+import torch
+torch.set_num_threads({threads})
+from yoloblocks_cli.yaml_model import build_model, summary_line, ultralytics_gflops
+b = build_model("{model}")
+print(summary_line(b, ultralytics_gflops(b)))
+net = b.model.eval()
+x = torch.zeros(1, 3, 640, 640)
+with torch.inference_mode():
+    net(x)
+    t1 = time.perf_counter()
+    for _ in range(10):
+        net(x)
+    loop = time.perf_counter() - t1
+print("LOOP", loop, "TOTAL", time.perf_counter() - t0)
+"""
+
+
+def _run(cmd: list[str], env: dict) -> tuple[float, str]:
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(cmd[:3])}...\n{proc.stderr[-2000:]}")
+    return wall, proc.stdout + proc.stderr
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="yolov8n")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3, help="fresh-interpreter runs per side (median reported)")
+    a = ap.parse_args()
+    ul_python = os.environ.get("ULTRALYTICS_PYTHON", "/work/ulvenv/bin/python")
+    if not Path(ul_python).exists():
+        print(f"skipped: no ultralytics environment at {ul_python} (set ULTRALYTICS_PYTHON)")
+        return
+    env = dict(os.environ, PYTHONPATH=str(ROOT), YOLO_OFFLINE="1", NO_COLOR="1")
+    results: dict[str, list[float]] = {"ultralytics": [], "yb_builder_in_process": [], "yb_profile_cli": []}
+    for _ in range(a.repeat):  # interleaved, so machine load hits every side alike
+        wall, _out = _run([ul_python, "-c", ULTRALYTICS_SNIPPET.format(model=a.model, threads=a.threads)],
+                          dict(env, PYTHONPATH=""))
+        results["ultralytics"].append(wall)
+        wall, out = _run([sys.executable, "-c", OURS_SNIPPET.format(model=a.model, threads=a.threads)], env)
+        results["yb_builder_in_process"].append(wall)
+        wall, _out = _run([sys.executable, "-m", "yoloblocks_cli", "profile", a.model, "--size", "640",
+                           "--threads", str(a.threads), "--runs", "10", "--no-memory"], env)
+        results["yb_profile_cli"].append(wall)
+    med = {k: sorted(v)[len(v) // 2] for k, v in results.items()}
+    print(json.dumps({"model": a.model, "threads": a.threads, "repeat": a.repeat,
+                      "wall_s_median": {k: round(v, 2) for k, v in med.items()},
+                      "wall_s_all": {k: [round(x, 2) for x in v] for k, v in results.items()}}, indent=2))
+    print(f"summary line from the builder: {out.splitlines()[0] if out else ''}".rstrip())
+
+
+if __name__ == "__main__":
+    main()
