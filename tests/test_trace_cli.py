@@ -121,6 +121,7 @@ def test_batch_mixing_is_caught_by_the_batch_probe_not_an_exception():
     assert (err["layer"], err["module"], err["layer_input_shape"]) == ("mix", "BatchMixer", [2, 8, 6, 6])
     assert (err["file"], err["line"]) == (REL, marker_line("batch"))
     assert err["cause"] == "batch-mixing"
+    assert err["hint"].startswith("batch mixing: a reshape or reduction folds the batch axis into tokens")
 
 
 def test_unused_parameters_are_listed():
@@ -306,3 +307,11 @@ def test_no_hooks_left_behind_on_shared_modules():
     code, _ = yb_json("trace", "C2f", "--sizes", "8x4x4", "--probes", "sweep")
     assert code == 0
     assert not Conv.default_act._forward_pre_hooks and not Conv.default_act._forward_hooks
+
+
+def test_output_file_holds_the_same_report(tmp_path):
+    out = tmp_path / "deep" / "trace.json"
+    code, rep = yb_json("trace", "Conv", "--sizes", "8x5x7", "--probes", "sweep", "--output", str(out))
+    assert code == 0
+    saved = json.loads(out.read_text())
+    assert saved["points"] == rep["points"] and saved["schema"] == "yoloblocks.report/1"

@@ -68,7 +68,7 @@ class LayerRecord:
     failed: bool = False  # the call was still running when the exception escaped
 
 
-@dataclass
+@dataclass(slots=True)
 class Frame:
     """An active module call on the stack."""
 

@@ -275,25 +275,37 @@ def configurations(req: TraceRequest, kind: str, stride: int = 32) -> list[Shape
 
 def sweep(targets: Sequence[Target], shapes: Sequence[Shape], probes: Sequence[str], *, device: Any = None,
           dtype: Any = None, timeout: float | None = None, record_layers: bool = False,
-          progress: Any = None) -> list[Point]:
-    """Every configuration (target x shape) through every probe; nothing stops the sweep."""
+          progress: Any = None, detach: bool = True) -> list[Point]:
+    """Every configuration (target x shape) through every probe; nothing stops the sweep.
+
+    Each target's hooks are removed when its configurations are done (``detach``): a module
+    instance shared process-wide (ultralytics' one SiLU) must not keep them.
+    """
     points = []
     for target in targets:
-        if target.build_failure is not None:
-            for shape in shapes:
-                f = target.build_failure
-                points.append(Point(shape, target.scale, {"sweep": ProbeResult(
-                    "sweep", "fail", f"build failed: {f.type}: {f.message.splitlines()[0]}", f)}))
-                if progress is not None:
-                    progress()
-            continue
-        if device is not None:
-            target.module.to(device=device, dtype=dtype)
-        for shape in shapes:
+        try:
+            points += _sweep_target(target, shapes, probes, device, dtype, timeout, record_layers, progress)
+        finally:
+            if detach and target.tracer is not None:
+                target.tracer.detach()
+    return points
+
+
+def _sweep_target(target: Target, shapes: Sequence[Shape], probes: Sequence[str], device: Any, dtype: Any,
+                  timeout: float | None, record_layers: bool, progress: Any) -> list[Point]:
+    points: list[Point] = []
+    f = target.build_failure
+    for shape in shapes:
+        if f is not None:  # this scale could not be built: every configuration of it fails alike
+            points.append(Point(shape, target.scale, {"sweep": ProbeResult(
+                "sweep", "fail", f"build failed: {f.type}: {f.message.splitlines()[0]}", f)}))
+        else:
+            if not points and device is not None:
+                target.module.to(device=device, dtype=dtype)
             points.append(run_point(target, shape, probes, device=device, dtype=dtype, timeout=timeout,
                                     record_layers=record_layers))
-            if progress is not None:
-                progress()
+        if progress is not None:
+            progress()
     return points
 
 
@@ -337,18 +349,32 @@ def run_trace(req: TraceRequest) -> int:
     report = build_report(req, kind, targets, probes, points, env_dict(device, dtype))
     if req.junit is not None:
         write_junit_report(req.junit, req.target, probes, points)
-    if req.json_out or req.output is not None:
-        text = json.dumps(report, indent=2)
-        if req.output is not None:
-            req.output.parent.mkdir(parents=True, exist_ok=True)
-            req.output.write_text(text + "\n")
-        if req.json_out:
-            sys.stdout.write(text + "\n")
+    if req.output is not None:
+        emit_json(report, req.output)
+    if req.json_out:
+        emit_json(report, None)
     if not req.json_out:
         from yoloblocks_cli.trace_render import render
 
         render(req, kind, targets, probes, points)
     return 0 if all(p.ok for p in points) else 1
+
+
+def emit_json(report: dict[str, Any], path: Path | None) -> None:
+    """stdout, or a file written atomically (the engine's writer when present)."""
+    try:
+        from yoloblocks_cli.report import write_json  # type: ignore[import-not-found]
+    except ImportError:
+        text = json.dumps(report, indent=2) + "\n"
+        if path is None:
+            sys.stdout.write(text)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        return
+    write_json(report, path)
+    if path is None:
+        sys.stdout.write("\n")
 
 
 def build_report(req: TraceRequest, kind: str, targets: Sequence[Target], probes: Sequence[str],
