@@ -85,6 +85,11 @@ class ShapeTracer:
     the top-level layer that contains them (models), so a failure can name its YAML index.
     """
 
+    def __deepcopy__(self, memo: dict) -> "ShapeTracer":
+        # A traced module may be deep-copied (thop, fvcore, EMA) while hooked; the hooks are
+        # bound methods of this tracer, whose thread-local state cannot be copied. Share it.
+        return self
+
     def __init__(self, root: Any, *, labels: dict[int, str] | None = None,
                  layer_modules: Sequence[tuple[Any, Any]] | None = None,
                  only_layers: bool = False):
