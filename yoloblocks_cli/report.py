@@ -129,4 +129,22 @@ def gflops(n: int | None) -> str:
 
 
 __all__ = ["SCHEMA", "env_info", "base_report", "write_json", "to_json", "console", "status", "plain_output",
-           "human_count", "human_bytes", "gflops", "nullcontext"]
+           "human_count", "human_bytes", "gflops", "nullcontext", "render_timing"]
+
+
+def render_timing(con: Any, r: dict[str, Any]) -> None:
+    """The latency and peak-memory lines shared by `yb inspect` and `yb profile`."""
+    lat = r.get("latency_ms")
+    if lat:
+        con.print(f"latency     {lat['median']:.3f} ms median · IQR {lat['iqr']:.3f} ms · {lat['runs']} runs · "
+                  f"{lat['images_per_s']:,.1f} images/s  [dim]({lat['method']}, {lat['mode']})[/]")
+    tl = r.get("train_latency_ms")
+    if tl:
+        con.print(f"train       {tl['median']:.3f} ms median · IQR {tl['iqr']:.3f} ms · {tl['runs']} runs · "
+                  f"{tl['images_per_s']:,.1f} images/s  [dim]({tl['method']}, {tl['mode']})[/]")
+    mem = r.get("memory_bytes")
+    if mem:
+        con.print(f"peak memory {human_bytes(mem['peak'])} ({mem['peak']:,} bytes)  [dim]{mem['method']}[/]")
+    tm = r.get("train_memory_bytes")
+    if tm:
+        con.print(f"train peak  {human_bytes(tm['peak'])} ({tm['peak']:,} bytes)  [dim]forward+backward[/]")

@@ -330,7 +330,7 @@ def _render_one(con: Any, r: dict[str, Any]) -> None:
     from rich import box
     from rich.table import Table
 
-    from yoloblocks_cli.report import gflops, human_bytes
+    from yoloblocks_cli.report import gflops, render_timing
 
     con.print(f"input       {_fmt_shape(r['input_shape'])}")
     con.print(f"output      {_fmt_shape(r['output_shape'])}")
@@ -348,7 +348,7 @@ def _render_one(con: Any, r: dict[str, Any]) -> None:
     con.print(table)
     con.print(f"[dim]{_LEGEND}[/]")
     _render_uncounted(con, fl)
-    _render_timing(con, r, human_bytes)
+    render_timing(con, r)
 
 
 def _render_uncounted(con: Any, fl: dict[str, Any], prefix: str = "") -> None:
@@ -362,22 +362,6 @@ def _render_uncounted(con: Any, fl: dict[str, Any], prefix: str = "") -> None:
     for note in fl.get("notes", []):
         con.print(f"{prefix}  [red]note[/]  {escape(note)}")
 
-
-def _render_timing(con: Any, r: dict[str, Any], human_bytes: Callable) -> None:
-    lat = r.get("latency_ms")
-    if lat:
-        con.print(f"latency     {lat['median']:.3f} ms median · IQR {lat['iqr']:.3f} ms · {lat['runs']} runs · "
-                  f"{lat['images_per_s']:,.1f} images/s  [dim]({lat['method']}, {lat['mode']})[/]")
-    tl = r.get("train_latency_ms")
-    if tl:
-        con.print(f"train       {tl['median']:.3f} ms median · IQR {tl['iqr']:.3f} ms · {tl['runs']} runs · "
-                  f"{tl['images_per_s']:,.1f} images/s  [dim]({tl['method']}, {tl['mode']})[/]")
-    mem = r.get("memory_bytes")
-    if mem:
-        con.print(f"peak memory {human_bytes(mem['peak'])} ({mem['peak']:,} bytes)  [dim]{mem['method']}[/]")
-    tm = r.get("train_memory_bytes")
-    if tm:
-        con.print(f"train peak  {human_bytes(tm['peak'])} ({tm['peak']:,} bytes)  [dim]forward+backward[/]")
 
 
 def _render_many(con: Any, results: list[dict[str, Any]]) -> None:

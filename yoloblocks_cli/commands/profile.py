@@ -220,7 +220,7 @@ def render(report: dict[str, Any]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from yoloblocks_cli.report import console, gflops, human_bytes
+    from yoloblocks_cli.report import console, gflops, render_timing
 
     con = console()
     env, m = report["env"], report["model"]
@@ -251,17 +251,4 @@ def render(report: dict[str, Any]) -> None:
                   f"line extrapolates from a stride-sized input as ultralytics does ({ex / 1e9:.3f})")
     for line in fl.get("uncounted", []):
         con.print(f"  uncounted  {escape(line)}")
-    lat = report.get("latency_ms")
-    if lat:
-        con.print(f"latency     {lat['median']:.3f} ms median · IQR {lat['iqr']:.3f} ms · {lat['runs']} runs · "
-                  f"{lat['images_per_s']:,.1f} images/s  [dim]({lat['method']}, {lat['mode']})[/]")
-    tl = report.get("train_latency_ms")
-    if tl:
-        con.print(f"train       {tl['median']:.3f} ms median · IQR {tl['iqr']:.3f} ms · {tl['runs']} runs  "
-                  f"[dim]({tl['mode']})[/]")
-    mem = report.get("memory_bytes")
-    if mem:
-        con.print(f"peak memory {human_bytes(mem['peak'])} ({mem['peak']:,} bytes)  [dim]{mem['method']}[/]")
-    tm = report.get("train_memory_bytes")
-    if tm:
-        con.print(f"train peak  {human_bytes(tm['peak'])} ({tm['peak']:,} bytes)  [dim]forward+backward[/]")
+    render_timing(con, report)
