@@ -192,11 +192,11 @@ class StorageTracker:
     """
 
     def __init__(self) -> None:
-        from torch.utils._python_dispatch import TorchDispatchMode
+        from yoloblocks_cli.dispatch_count import PlainDispatchMode
 
         tracker = self
 
-        class _Mode(TorchDispatchMode):
+        class _Mode(PlainDispatchMode):
             def __torch_dispatch__(self, func, types, args=(), kwargs=None):
                 out = func(*args, **(kwargs or {}))
                 tracker._see(out)

@@ -3,7 +3,8 @@
 Why three: users compare their numbers with papers and with ultralytics' summary line,
 and each source counts differently.
 
-- ``torch``: ``torch.utils.flop_counter.FlopCounterMode`` sees every ATen op at dispatch
+- ``torch``: torch's FLOP formulas (``torch.utils.flop_counter``) applied at dispatch
+  (``dispatch_count.DispatchFlopCounter``, FlopCounterMode's totals) see every ATen op
   (matmul, bmm, einsum, SDPA, convolutions, custom ops with a registered formula) but has
   formulas only for products: normalisations, activations and pooling cost nothing there.
 - ``ultralytics``: 2 x ``thop.profile`` MACs on a deep copy, as ultralytics computes GFLOPs.
@@ -145,22 +146,23 @@ def _ensure_op_formulas() -> None:
 def torch_flops(module: Any, inputs: Any) -> int:
     """FLOPs of one eval forward from the dispatch counter only (fast; no copy, no explanation)."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
+
+    from yoloblocks_cli.dispatch_count import DispatchFlopCounter
 
     _ensure_op_formulas()
     was_training = module.training
     module.eval()
     try:
-        counter = FlopCounterMode(display=False)
+        counter = DispatchFlopCounter()
         with torch.no_grad(), counter:
             module(*_as_tuple(inputs))
-        return int(counter.get_total_flops())
+        return counter.total
     finally:
         module.train(was_training)
 
 
 def _recorded_torch_pass(module: Any, inputs: tuple, thop_info: tuple | None) -> tuple[int, dict, dict, dict]:
-    """Run FlopCounterMode and, in the same pass, record which calls thop would not see.
+    """Count at dispatch and, in the same pass, record which calls thop would not see.
 
     Returns (total, by_op, thop_missed {fn: calls}, torch_missed [(module path, class name)]):
     the latter are calls of modules with a thop rule inside which the dispatch counter saw
@@ -170,11 +172,9 @@ def _recorded_torch_pass(module: Any, inputs: tuple, thop_info: tuple | None) ->
     """
     import torch
     from torch.overrides import TorchFunctionMode
-    from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils.flop_counter import FlopCounterMode
 
-    counter = FlopCounterMode(display=False)
-    registry = counter.flop_registry
+    from yoloblocks_cli.dispatch_count import DispatchFlopCounter
+
     custom, hooks, zero, functional = thop_info if thop_info else ({}, {}, None, {})
     fn_stack: list[tuple[int, Any]] = []  # (call id, func) of the outermost torch function running
     frames: list[list] = []  # [module, torch flops inside, thop rule?]
@@ -191,27 +191,19 @@ def _recorded_torch_pass(module: Any, inputs: tuple, thop_info: tuple | None) ->
             finally:
                 fn_stack.pop()
 
-    class Dispatch(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            kwargs = kwargs or {}
-            out = func(*args, **kwargs)
-            formula = registry.get(getattr(func, "_overloadpacket", func))
-            if formula is None:
-                return out
-            flops = int(formula(*args, **kwargs, out_val=out))
-            if flops <= 0:
-                return out
-            for frame in frames:
-                frame[1] += flops
-            if thop_info and not any(f[2] for f in frames):
-                if fn_stack:
-                    call = fn_stack[-1]
-                else:  # an op reached without a torch function around it (e.g. torch.ops.aten.mm)
-                    next_id[0] += 1
-                    call = (next_id[0], func)
-                if call[1] not in functional:
-                    thop_missed.setdefault(_fn_name(call[1]), set()).add(call[0])
-            return out
+    def attribute(func: Any, flops: int) -> None:
+        for frame in frames:
+            frame[1] += flops
+        if thop_info and not any(f[2] for f in frames):
+            if fn_stack:
+                call = fn_stack[-1]
+            else:  # an op reached without a torch function around it (e.g. torch.ops.aten.mm)
+                next_id[0] += 1
+                call = (next_id[0], func)
+            if call[1] not in functional:
+                thop_missed.setdefault(_fn_name(call[1]), set()).add(call[0])
+
+    counter = DispatchFlopCounter(on_flops=attribute)
 
     handles = []
     for path, mod in module.named_modules():
@@ -229,13 +221,12 @@ def _recorded_torch_pass(module: Any, inputs: tuple, thop_info: tuple | None) ->
         handles.append(mod.register_forward_pre_hook(pre))
         handles.append(mod.register_forward_hook(post))
     try:
-        with torch.no_grad(), counter, Dispatch(), Functions():
+        with torch.no_grad(), counter, Functions():
             module(*inputs)
     finally:
         for h in handles:
             h.remove()
-    by_op = {str(k): int(v) for k, v in counter.get_flop_counts().get("Global", {}).items()}
-    return (int(counter.get_total_flops()), by_op,
+    return (counter.total, dict(counter.by_op),
             {k: len(v) for k, v in sorted(thop_missed.items())}, torch_missed)
 
 
