@@ -50,29 +50,36 @@ def from_chunks(x: torch.Tensor, length: int) -> torch.Tensor:
     return x.movedim(0, -1).reshape(*x.shape[1:-1], -1)[..., :length]
 
 
-def scan_chunks(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
+def scan_chunks(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None,
+                chunk_decay: torch.Tensor | None = None) -> torch.Tensor:
     """All states of the recurrence, for ``a`` and ``b`` in step-major layout (T, ..., nc).
 
     ``b`` is overwritten with the result (and returned); ``a`` is only read. ``h0``
-    (shape ``(...)``) is the state before position 0.
+    (shape ``(...)``) is the state before position 0. ``chunk_decay`` (shape ``(..., nc)``),
+    if the caller has it cheaper, is the product of ``a`` over each chunk (for
+    ``a = exp(s)`` it is ``exp(sum of s)``: one small op instead of T large multiplies).
     """
     t_len, n_chunks = b.shape[0], b.shape[-1]
-    # sweep 1: each chunk's end state from a zero start, and the product of its decays
-    end, prod = b[0].clone(), a[0].clone()
+    # sweep 1: each chunk's end state from a zero start (and the product of its decays)
+    end = b[0].clone()
+    prod = a[0].clone() if chunk_decay is None else None
     for t in range(1, t_len):
         end = torch.addcmul(b[t], a[t], end)
-        prod.mul_(a[t])
+        if prod is not None:
+            prod.mul_(a[t])
     # carry: the state entering chunk c is the global state at the end of chunk c-1
-    decay_end = prod.movedim(-1, 0).contiguous()  # (nc, ...)
+    decay_end = (prod if prod is not None else chunk_decay).movedim(-1, 0).contiguous()  # (nc, ...)
     local_end = end.movedim(-1, 0).contiguous()
-    incoming = torch.empty_like(local_end)
-    state = h0 if h0 is not None else torch.zeros_like(local_end[0])
+    incoming = torch.empty((n_chunks + 1, *local_end.shape[1:]), dtype=b.dtype, device=b.device)
+    if h0 is not None:
+        incoming[0] = h0
+    else:
+        incoming[0].zero_()
     for c in range(n_chunks):
-        incoming[c] = state
-        state = torch.addcmul(local_end[c], decay_end[c], state)
+        torch.addcmul(local_end[c], decay_end[c], incoming[c], out=incoming[c + 1])
     # sweep 2: run every chunk again, in place, from its true incoming state
     h = b
-    h[0].addcmul_(a[0], incoming.movedim(0, -1))
+    h[0].addcmul_(a[0], incoming[:-1].movedim(0, -1))
     for t in range(1, t_len):
         h[t].addcmul_(a[t], h[t - 1])
     return h
