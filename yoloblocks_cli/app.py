@@ -7,7 +7,10 @@ Start-up stays cheap: command modules import torch inside their functions, so
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
 import sys
+from enum import Enum
 from typing import Optional
 
 import typer
@@ -43,12 +46,40 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+class ScanBackend(str, Enum):
+    auto = "auto"
+    torch = "torch"
+    kernel = "kernel"
+
+
+# the CUDA selective-scan extensions `--scan kernel` can use (blocks.mamba.scan.KERNEL_MODULES)
+_SCAN_KERNELS = ("selective_scan_cuda_core", "selective_scan_cuda")
+
+
+def _scan(value: Optional[ScanBackend]) -> Optional[ScanBackend]:
+    """Select the selective-scan implementation for this run (sets ``YB_SCAN``; torch stays unloaded)."""
+    if value is None:
+        return value
+    if value is ScanBackend.kernel and not any(importlib.util.find_spec(m) for m in _SCAN_KERNELS):
+        from yoloblocks_cli.errors import UsageError
+
+        raise UsageError(f"--scan kernel: no selective-scan CUDA extension is installed "
+                         f"({' or '.join(_SCAN_KERNELS)}); use --scan torch or --scan auto")
+    os.environ["YB_SCAN"] = value.value
+    return value
+
+
 @app.callback()
 def _root(
     version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True,
                                            help="Print the version and exit."),
+    scan: Optional[ScanBackend] = typer.Option(
+        None, "--scan", callback=_scan,
+        help="Selective scan for Mamba blocks: torch (pure PyTorch, any device), kernel (the CUDA "
+             "extension of mamba_ssm/VMamba), auto (kernel on CUDA when installed, else torch). "
+             "Default: $YB_SCAN, else auto."),
 ) -> None:
-    """Global options. `--debug` anywhere on the line shows full tracebacks."""
+    """Global options (before the command). `--debug` anywhere on the line shows full tracebacks."""
 
 
 for _name in COMMAND_MODULES:

@@ -32,7 +32,18 @@ def env_info(device: Any, dtype: Any, threads: int | None = None) -> dict[str, A
         "dtype": dtype_name(dtype),
         "threads": int(threads if threads is not None else torch.get_num_threads()),
         "yoloblocks": __version__,
+        "scan": _scan_backend(device),
     }
+
+
+def _scan_backend(device: Any) -> str:
+    """The selective scan Mamba blocks use on ``device`` ("torch" or "kernel"), as requested."""
+    try:
+        from blocks.mamba.scan import resolve_backend
+
+        return resolve_backend(device)
+    except Exception as exc:  # e.g. kernel requested for CPU tensors: the forward will say so
+        return f"unavailable ({exc.__class__.__name__})"
 
 
 def base_report(command: str, target: str, env: dict[str, Any]) -> dict[str, Any]:
