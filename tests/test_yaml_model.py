@@ -188,6 +188,7 @@ def test_scale_option_and_depth_width_rules(tmp_path):
     assert built.layers[0].args == [3, 16, 3, 2]
     assert built.layers[1].args == [16, 32, 2, True] and built.layers[1].n == 2
     assert build_model(p).scale == "n"  # no scale in the name: the first one, as ultralytics
+    assert build_model(p, scale="S").scale == "s"  # case-insensitive when unambiguous (Mamba-YOLO spells T/B/L)
     with pytest.raises(UsageError, match=r"m\.yaml:\d+: scale 'q' is not defined; this YAML has: n, s"):
         build_model(p, scale="q")
 

@@ -442,6 +442,9 @@ def build_model(path_or_name: str | Path, scale: str | None = None, plugins: Seq
                              "[depth, width, max_channels]")
         if used_scale is None or (used_scale not in scales and scale is None):
             used_scale = next(iter(scales))
+        if used_scale not in scales:  # `--scale t` for a YAML that spells it `T` (Mamba-YOLO)
+            same = [k for k in scales if str(k).lower() == str(used_scale).lower()]
+            used_scale = same[0] if len(same) == 1 else used_scale
         if used_scale not in scales:
             raise UsageError(f"{_where(path, doc.key_lines.get('scales'))}: scale '{used_scale}' is not defined; "
                              f"this YAML has: {', '.join(map(str, scales))}")
