@@ -243,3 +243,42 @@ class TripleDDetect(_MultiBranchDDetect):
         self._decode(d2, self.dfl2)
         y = self._decode(d3, self.dfl3)
         return y if self.export else (y, d3)
+
+
+# --- SPPELAN as the repository writes it --------------------------------------------------
+
+
+class SP(nn.Module):
+    """The repository's max-pool wrapper (stride 1, same padding); no parameters."""
+
+    def __init__(self, k: int = 3, s: int = 1):
+        super().__init__()
+        self.m = nn.MaxPool2d(kernel_size=k, stride=s, padding=k // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.m(x)
+
+
+@register_block("c1_c2", source=_SOURCE, name="SPPELAN_yolov9repo", family="utility",
+                default_args=lambda c1: (c1, c1 // 2))
+class SPPELANRepo(nn.Module):
+    """SPPELAN with each pool inside an ``SP`` module, as the repository builds it.
+
+    Same parameters, state_dict keys and outputs as ultralytics' ``SPPELAN``; the wrappers add
+    three modules, so the repository's summary line counts 3 more layers per SPPELAN
+    (gelan-c: 621). The yolov9-repo dialect renames ``SPPELAN`` to this block.
+    """
+
+    def __init__(self, c1: int, c2: int, c3: int, k: int = 5):
+        super().__init__()
+        self.c = c3
+        self.cv1 = Conv(c1, c3, 1, 1)
+        self.cv2 = SP(k)
+        self.cv3 = SP(k)
+        self.cv4 = SP(k)
+        self.cv5 = Conv(4 * c3, c2, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = [self.cv1(x)]
+        y.extend(m(y[-1]) for m in (self.cv2, self.cv3, self.cv4))
+        return self.cv5(torch.cat(y, 1))

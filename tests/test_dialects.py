@@ -55,6 +55,7 @@ def test_one_pgi_module_is_enough_for_yolov9():
 
 def test_renames_and_facts():
     assert dr.YOLOV5_RENAME == {"Detect": "AnchorDetect"}
+    assert dr.YOLOV9_RENAME == {"SPPELAN": "SPPELAN_yolov9repo"}
     assert dr.no_width_skip(80, [[10, 13, 16, 30, 33, 23]] * 3) == 255
     assert dr.no_width_skip(80, 3) == 255
 
@@ -73,6 +74,7 @@ def _check_model(key: str) -> None:
     assert built.dialect == ("yolov5-repo" if key.startswith("yolov5") else "yolov9-repo")
     assert [layer.params for layer in built.layers] == ref["layer_params"]
     assert (built.params, built.gradients) == (ref["params"], ref["gradients"])
+    assert built.n_layers == built.n_modules == ref["modules"]  # the repositories count len(list(modules()))
     assert round(ultralytics_gflops(built), 1) == round(ref["gflops"], 1)
 
 

@@ -65,6 +65,23 @@ REFERENCE = {
 }
 
 
+# ultralytics 8.4.190's summary-line "layers" (leaf modules), read from DetectionModel(name.yaml)
+# built in a separate environment; n_modules above is len(list(model.modules())) of the same builds
+SUMMARY_LAYERS = {
+    "yolov8n": 129, "yolov8s": 129, "yolov8m": 169, "yolov8l": 209, "yolov8x": 209, "yolo11n": 181,
+    "yolo11s": 181, "yolo11m": 231, "yolo11l": 357, "yolo11x": 357, "yolov9t": 544, "yolov9s": 544,
+    "yolov9m": 348, "yolov9c": 358, "yolov9e": 721, "yolov10n": 223, "yolov10s": 234, "yolov10m": 288,
+    "yolov10b": 300, "yolov10l": 364, "yolov10x": 400, "yolov5n": 153, "yolov5s": 153, "yolov5m": 197,
+    "yolov5l": 241, "yolov5x": 285, "yolov8n-p2": 160, "yolov8s-p2": 160, "yolov8m-p2": 208, "yolov8l-p2": 256,
+    "yolov8x-p2": 256, "yolov8n-p6": 170, "yolov8s-p6": 170, "yolov8m-p6": 222, "yolov8l-p6": 274,
+    "yolov8x-p6": 274, "yolov8n-ghost": 237, "yolov8s-ghost": 237, "yolov8m-ghost": 357, "yolov8l-ghost": 477,
+    "yolov8x-ghost": 477, "yolov8n-ghost-p2": 290, "yolov8s-ghost-p2": 290, "yolov8m-ghost-p2": 434,
+    "yolov8l-ghost-p2": 578, "yolov8x-ghost-p2": 578, "yolov8n-ghost-p6": 312, "yolov8s-ghost-p6": 312,
+    "yolov8m-ghost-p6": 468, "yolov8l-ghost-p6": 624, "yolov8x-ghost-p6": 624, "yolov5n-p6": 202,
+    "yolov5s-p6": 202, "yolov5m-p6": 258, "yolov5l-p6": 314, "yolov5x-p6": 370,
+}
+
+
 def test_reference_covers_every_shipped_ultralytics_yaml():
     from yoloblocks_cli.yaml_model import resolve_model_path
 
@@ -76,6 +93,7 @@ def _check(name: str, gflops: bool = True) -> None:
     built = build_model(name)
     params, grads, n_modules, ref_gflops = REFERENCE[name]
     assert (built.params, built.gradients, built.n_modules) == (params, grads, n_modules)
+    assert built.n_layers == built.n_leaf_modules == SUMMARY_LAYERS[name]
     if gflops:
         assert ultralytics_gflops(built) == pytest.approx(ref_gflops, abs=5e-4)
 
@@ -89,7 +107,7 @@ def test_yolov8n_exact_params_layers_gflops_and_summary():
     assert built.stride == (8.0, 16.0, 32.0)
     assert built.yaml_path.name == "yolov8.yaml"
     assert summary_line(built, ultralytics_gflops(built)) == \
-        "YOLOv8n summary: 225 layers, 3,157,200 parameters, 3,157,184 gradients, 8.9 GFLOPs"
+        "YOLOv8n summary: 129 layers, 3,157,200 parameters, 3,157,184 gradients, 8.9 GFLOPs"
     # per-layer bookkeeping as ultralytics keeps it (the trace helper hooks these)
     layers = list(built.model.model)
     assert [m.i for m in layers] == list(range(23))

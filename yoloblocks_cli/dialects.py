@@ -26,6 +26,10 @@ ULTRALYTICS_FACTS: dict[str, Any] = {
     "stride_probe": 256,
     # ``yolov8n.yaml`` means ``yolov8.yaml`` at scale n
     "scale_from_file_name": True,
+    # "layers" in the summary line: ultralytics 8.4 counts leaf modules (named_modules without
+    # children: YOLOv8n 129); older ultralytics and the YOLOv5/YOLOv9 repositories count
+    # len(list(model.modules())) (YOLOv8n 225)
+    "summary_layers": "leaves",
 }
 
 

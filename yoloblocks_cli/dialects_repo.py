@@ -25,7 +25,7 @@ YOLOV9_SIGNATURE = frozenset({
 GELAN_MODULES = frozenset({"RepNCSPELAN4", "ADown", "SPPELAN", "ELAN1", "AConv"})
 
 YOLOV5_RENAME = {"Detect": "AnchorDetect"}
-YOLOV9_RENAME: dict[str, str] = {}
+YOLOV9_RENAME: dict[str, str] = {"SPPELAN": "SPPELAN_yolov9repo"}  # pools wrapped in SP modules
 
 # parse_model facts shared by both repositories (ultralytics/yolov5 v7.0, WongKinYiu/yolov9),
 # in the keys of ``yoloblocks_cli.dialects.ULTRALYTICS_FACTS``. Their width rule skips
@@ -35,6 +35,7 @@ REPO_FACTS: dict[str, Any] = {
     "arg_names": ("nc", "anchors"),  # `anchors` in Detect's args is the YAML's top-level list (or int)
     "stride_probe": 256,  # both build the strides from a 256x256 zero image
     "scale_from_file_name": False,  # yolov5s.yaml carries its own multiples; the name is not a scale
+    "summary_layers": "modules",  # their model_info: len(list(model.modules()))
 }
 
 
