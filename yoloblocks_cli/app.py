@@ -118,5 +118,19 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
 
 
+def cli() -> None:
+    """Console entry point (`yb`, `python -m yoloblocks_cli`): :func:`main` in a one-shot
+    process, which may skip garbage-collection rescans and interpreter teardown (see runtime)."""
+    from yoloblocks_cli import runtime
+
+    runtime.enable()
+    try:
+        main()
+        code: object = 0
+    except SystemExit as exc:
+        code = exc.code
+    runtime.exit_now(code)
+
+
 if __name__ == "__main__":
-    main()
+    cli()
