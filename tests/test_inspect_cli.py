@@ -53,7 +53,8 @@ def test_json_contract_and_exact_numbers_for_c2f():
     assert {"schema", "command", "target", "env", "input_shape", "output_shape", "params", "flops",
             "latency_ms", "memory_bytes", "results"} <= set(r)
     assert r["schema"] == "yoloblocks.report/1" and r["command"] == "inspect" and r["target"] == "C2f"
-    assert set(r["env"]) == {"torch", "device", "device_name", "dtype", "threads", "yoloblocks"}
+    assert set(r["env"]) == {"torch", "device", "device_name", "dtype", "threads", "yoloblocks", "scan"}
+    assert r["env"]["scan"] == "torch"  # no CUDA extension here: Mamba blocks would use the PyTorch scan
     assert r["env"]["device"] == "cpu" and r["env"]["dtype"] == "fp32" and r["env"]["threads"] == 1
     assert r["block"]["call"] == "C2f(64, 64)"
     assert r["input_shape"] == [1, 64, 16, 16] and r["output_shape"] == [1, 64, 16, 16]

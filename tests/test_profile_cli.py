@@ -20,9 +20,9 @@ def v8n_json():
 def test_json_contract_and_summary(v8n_json):
     r = v8n_json
     assert r["schema"] == "yoloblocks.report/1" and r["command"] == "profile" and r["target"] == "yolov8n"
-    assert r["summary"]["layers"] == 225 and r["summary"]["params"] == 3157200
+    assert r["summary"]["layers"] == 129 and r["summary"]["params"] == 3157200
     assert r["summary"]["gradients"] == 3157184 and r["summary"]["gflops"] == 8.9
-    assert r["summary"]["line"] == "YOLOv8n summary: 225 layers, 3,157,200 parameters, 3,157,184 gradients, 8.9 GFLOPs"
+    assert r["summary"]["line"] == "YOLOv8n summary: 129 layers, 3,157,200 parameters, 3,157,184 gradients, 8.9 GFLOPs"
     assert r["params"]["total"] == 3157200 and r["params"]["trainable"] == 3157184
     assert r["model"]["stride"] == [8.0, 16.0, 32.0] and r["model"]["scale"] == "n"
     assert set(r["flops"]) >= {"torch", "ultralytics", "fvcore", "uncounted"}
@@ -49,7 +49,7 @@ def test_text_output_has_the_table_and_summary_line(yb):
     proc = yb("profile", "yolov5n", "--size", "128", "--no-latency", "--no-memory", "--threads", "1")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert "YOLOv5n summary: 262 layers, 2,654,816 parameters, 2,654,800 gradients, 7.8 GFLOPs" in out
+    assert "YOLOv5n summary: 153 layers, 2,654,816 parameters, 2,654,800 gradients, 7.8 GFLOPs" in out
     assert "[32, 32, 1]" in out and "1x84x336" in out
 
 
@@ -89,3 +89,40 @@ def test_layer_timer_synchronises_around_every_layer_when_asked(tmp_path):
     assert flops[0] == 2 * (8 * 3 * 9 * 16 * 12 + 4 * 8 * 16 * 12)
     rows = table_rows(built, shapes, flops, [1.0, 3.0])
     assert [r.latency_share for r in rows] == [0.25, 0.75] and rows[1].n == 2 and rows[1].params == 2 * (8 * 8 * 9 + 16)
+
+
+def test_one_shared_counting_pass_gives_what_separate_passes_give():
+    """`yb profile` counts in place, torch and thop in one forward: same totals, per-layer FLOPs
+    and shapes as separate passes on copies."""
+    import torch
+
+    from yoloblocks_cli.commands.profile import run_profile
+    from yoloblocks_cli.flops import count_flops
+    from yoloblocks_cli.layer_profile import layer_shapes_and_flops
+    from yoloblocks_cli.yaml_model import build_model
+
+    report = run_profile(dict(model="yolov8n", size="96x64", device="cpu", dtype="fp32", latency=False,
+                              memory=False))
+    built = build_model("yolov8n")
+    x = torch.randn(1, 3, 96, 64)
+    shapes, layer_flops, out = layer_shapes_and_flops(built.model, x)
+    separate = count_flops(built.model, (x,))
+    assert [r["flops"] for r in report["layers"]] == layer_flops
+    assert [r["output_shape"] for r in report["layers"]] == shapes and report["output_shape"] == out == [1, 84, 126]
+    assert (report["flops"]["torch"], report["flops"]["ultralytics"], report["flops"]["fvcore"]) == \
+        (separate.torch, separate.ultralytics, separate.fvcore)
+    assert report["flops"]["ultralytics"] == sum(layer_flops)
+
+
+def test_counter_option_limits_the_counters_and_the_layer_column(yb):
+    import json
+
+    proc = yb("profile", "yolov8n", "--size", "64", "--counter", "torch", "--no-latency", "--no-memory", "--json")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    assert r["flops"]["ultralytics"] is None and r["flops"]["fvcore"] is None
+    assert r["flops"]["torch"] == 87_439_872  # yolov8n at 64x64: 8,743,987,200 x (64/640)^2, every layer scales
+    assert all(row["flops"] is None for row in r["layers"])  # the column is thop's, which did not run
+    bad = yb("profile", "yolov8n", "--counter", "flops")
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "error: unknown FLOP counter 'flops': expected torch, ultralytics (thop) or fvcore"

@@ -29,7 +29,7 @@ import warnings
 from collections import Counter
 from contextlib import contextmanager, redirect_stderr
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 COUNTERS = ("torch", "ultralytics", "fvcore")
 
@@ -161,8 +161,12 @@ def torch_flops(module: Any, inputs: Any) -> int:
         module.train(was_training)
 
 
-def _recorded_torch_pass(module: Any, inputs: tuple, thop_info: tuple | None) -> tuple[int, dict, dict, dict]:
+def _recorded_torch_pass(module: Any, inputs: tuple, thop_info: tuple | None,
+                         run: Callable[[], Any] | None = None) -> tuple[int, dict, dict, dict]:
     """Count at dispatch and, in the same pass, record which calls thop would not see.
+
+    ``run`` performs the forward (default ``module(*inputs)``); thop's profiled forward can
+    be that pass, so one forward feeds both counters.
 
     Returns (total, by_op, thop_missed {fn: calls}, torch_missed [(module path, class name)]):
     the latter are calls of modules with a thop rule inside which the dispatch counter saw
@@ -222,7 +226,7 @@ def _recorded_torch_pass(module: Any, inputs: tuple, thop_info: tuple | None) ->
         handles.append(mod.register_forward_hook(post))
     try:
         with torch.no_grad(), counter, Functions():
-            module(*inputs)
+            run() if run is not None else module(*inputs)
     finally:
         for h in handles:
             h.remove()
@@ -233,17 +237,19 @@ def _recorded_torch_pass(module: Any, inputs: tuple, thop_info: tuple | None) ->
 # ----------------------------------------------------------------------------- thop
 
 
-def thop_macs(module: Any, inputs: Any, layers: dict[str, float] | None = None) -> int:
+def thop_macs(module: Any, inputs: Any, layers: dict[str, float] | None = None, in_place: bool = False) -> int:
     """MACs as ultralytics gets them: ``thop.profile(deepcopy(model), inputs=(x,), verbose=False)``.
 
     ``layers``, if given, is filled with thop's MACs per module path (subtree totals;
     ``""`` is the root's own share), so an explanation can say which modules thop charged.
+    ``in_place`` profiles ``module`` itself (thop removes its hooks and counters afterwards
+    and restores train/eval modes): for callers that own the module, it saves a copy.
     """
     import thop
 
     with _quiet():
-        out = thop.profile(copy.deepcopy(module), inputs=_as_tuple(inputs), custom_ops=_thop_custom_ops(),
-                           verbose=False, ret_layer_info=layers is not None)
+        out = thop.profile(module if in_place else copy.deepcopy(module), inputs=_as_tuple(inputs),
+                           custom_ops=_thop_custom_ops(), verbose=False, ret_layer_info=layers is not None)
     macs = float(out[0])
     if layers is not None:
         tree = out[2] if len(out) > 2 else {}
@@ -277,17 +283,21 @@ def _fvcore_handles() -> dict:
     return {name: make(fn) for name, fn in OP_FORMULAS.items()}
 
 
-def fvcore_count(module: Any, inputs: Any) -> tuple[int, Counter, dict, list[str]]:
+def fvcore_count(module: Any, inputs: Any, in_place: bool = False) -> tuple[int, Counter, dict, list[str]]:
     """(MACs, unsupported ops Counter, by_operator, captured warning lines).
+
+    ``in_place`` traces ``module`` itself, which must then be in eval mode already.
 
     fvcore's unsupported-operator warnings, its logging and the JIT tracer warnings are
     captured here, never printed; the caller turns them into the ``uncounted`` line.
     """
     from fvcore.nn import FlopCountAnalysis
 
+    import torch
+
     captured: list[str] = []
-    with _quiet(captured):
-        analysis = FlopCountAnalysis(_copy_eval(module), _as_tuple(inputs))
+    with _quiet(captured), torch.no_grad():  # the traced graph is the same; no autograd records kept
+        analysis = FlopCountAnalysis(module if in_place else _copy_eval(module), _as_tuple(inputs))
         analysis.set_op_handle(**_fvcore_handles())
         analysis.tracer_warnings("none")
         total = int(analysis.total())
@@ -344,10 +354,15 @@ def _note(counter: str, exc: BaseException) -> str:
     return f"{counter}: failed ({exc.__class__.__name__}{': ' + msg if msg else ''})"
 
 
-def count_flops(module: Any, inputs: Any, counters: Iterable[str] = COUNTERS) -> FlopsReport:
+def count_flops(module: Any, inputs: Any, counters: Iterable[str] = COUNTERS, *, in_place: bool = False,
+                thop_layers: dict[str, float] | None = None) -> FlopsReport:
     """FLOPs of one forward pass from each requested counter, with what each one missed.
 
-    ``module`` is never modified: every counter runs on a deep copy in eval mode.
+    The dispatch counter and thop share one forward (thop's), fvcore traces its own.
+    By default ``module`` is never modified: the counters run on a deep copy in eval mode.
+    ``in_place=True`` is for a caller that owns an eval-mode module (``yb profile``): no
+    copies, the caller's own forward hooks fire during the shared pass, and that pass warms
+    the module up for timing. ``thop_layers``, if given, receives thop's MACs per module path.
     """
     import torch
 
@@ -358,6 +373,7 @@ def count_flops(module: Any, inputs: Any, counters: Iterable[str] = COUNTERS) ->
     inputs = _as_tuple(inputs)
     report = FlopsReport()
     _ensure_op_formulas()
+    target = module if in_place else _copy_eval(module)
 
     thop_info = None
     if "ultralytics" in counters:
@@ -367,34 +383,45 @@ def count_flops(module: Any, inputs: Any, counters: Iterable[str] = COUNTERS) ->
         except Exception as exc:  # thop missing or changed: its column says so
             report.notes.append(_note("ultralytics (thop)", exc))
 
+    layers: dict[str, float] = thop_layers if thop_layers is not None else {}
+    thop_result: dict[str, Any] = {}
+
+    def thop_forward() -> None:
+        try:
+            thop_result["macs"] = thop_macs(target, inputs, layers, in_place=True)
+        except Exception as exc:
+            thop_result["error"] = exc
+
     torch_missed_calls: list[tuple[str, str]] = []
     if "torch" in counters:
         try:
             with torch.no_grad():
-                total, by_op, thop_missed, torch_missed = _recorded_torch_pass(_copy_eval(module), inputs, thop_info)
+                shared = thop_forward if thop_info is not None else None
+                total, by_op, thop_missed, torch_missed = _recorded_torch_pass(target, inputs, thop_info, run=shared)
+                if "error" in thop_result:  # thop stopped before or inside the forward: count alone
+                    total, by_op, thop_missed, torch_missed = _recorded_torch_pass(target, inputs, thop_info)
             report.torch, report.by_op = total, by_op
             if thop_info is not None:
                 report.missed["ultralytics"] = thop_missed
             torch_missed_calls = torch_missed
         except Exception as exc:
             report.notes.append(_note("torch", exc))
-
-    if "ultralytics" in counters and thop_info is not None:
-        try:
-            layers: dict[str, float] = {}
-            report.thop_macs = thop_macs(_copy_eval(module), inputs, layers)
-            report.ultralytics = 2 * report.thop_macs
-            # modules the dispatch counter saw no FLOPs in, but thop charged
-            if report.torch is not None:
-                report.missed["torch"] = dict(Counter(cls for path, cls in torch_missed_calls
-                                                      if layers.get(path, 0) > 0))
-        except Exception as exc:
-            report.notes.append(_note("ultralytics (thop)", exc))
+            thop_result.clear()  # the shared pass failed part-way: thop gets a pass of its own below
+    if thop_info is not None and not thop_result:
+        thop_forward()
+    if "error" in thop_result:
+        report.notes.append(_note("ultralytics (thop)", thop_result["error"]))
+    elif "macs" in thop_result:
+        report.thop_macs = thop_result["macs"]
+        report.ultralytics = 2 * report.thop_macs
+        if report.torch is not None:  # modules the dispatch counter saw no FLOPs in, but thop charged
+            report.missed["torch"] = dict(Counter(cls for path, cls in torch_missed_calls
+                                                  if layers.get(path, 0) > 0))
 
     fv_by_operator: dict = {}
     if "fvcore" in counters:
         try:
-            macs, unsupported, fv_by_operator, _ = fvcore_count(module, inputs)
+            macs, unsupported, fv_by_operator, _ = fvcore_count(target, inputs, in_place=True)
             report.fvcore_macs, report.fvcore = macs, 2 * macs
             report.missed["fvcore"] = dict(unsupported)
         except Exception as exc:

@@ -43,7 +43,7 @@ def shape_of(out: Any) -> Any:
     import torch
 
     if isinstance(out, torch.Tensor):
-        return list(out.shape)
+        return [int(d) for d in out.shape]  # ints even inside a JIT trace, where sizes are tensors
     if isinstance(out, (tuple, list)):
         return [shape_of(o) for o in out]
     if isinstance(out, dict):

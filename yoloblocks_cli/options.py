@@ -20,3 +20,21 @@ BatchOpt = Annotated[Optional[int], typer.Option("--batch", "-b", help="Batch si
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object (schema yoloblocks.report/1) instead of tables.")]
 OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the JSON report to this file.")]
 PluginOpt = Annotated[Optional[List[Path]], typer.Option("--plugin", help="A Python file whose blocks a YAML may use; repeatable. It is executed.")]
+CountersOpt = Annotated[Optional[List[str]], typer.Option(
+    "--counter", help="FLOP counters to run: torch, ultralytics, fvcore (repeatable or comma-separated; default all three).")]
+
+
+def parse_counters(values: list[str] | None) -> tuple[str, ...]:
+    """``--counter`` values -> counter names (``thop`` = ultralytics, ``dispatch`` = torch); all three by default."""
+    from yoloblocks_cli.errors import UsageError
+    from yoloblocks_cli.flops import COUNTERS as counters  # no torch import at module level
+
+    if not values:
+        return counters
+    names = [v.strip().lower() for item in values for v in item.split(",") if v.strip()]
+    aliases = {"thop": "ultralytics", "dispatch": "torch"}
+    names = [aliases.get(n, n) for n in names]
+    bad = [n for n in names if n not in counters]
+    if bad:
+        raise UsageError(f"unknown FLOP counter '{bad[0]}': expected torch, ultralytics (thop) or fvcore")
+    return tuple(dict.fromkeys(names))

@@ -8,21 +8,19 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable
 
 import typer
 from typing_extensions import Annotated
 
-from yoloblocks_cli.options import (ArgsOpt, BatchOpt, ChannelsLastOpt, DeviceOpt, DtypeOpt, JsonOpt, KwargsOpt,
-                                    OutputOpt, SizeOpt, ThreadsOpt, TrainOpt)
+from yoloblocks_cli.options import (ArgsOpt, BatchOpt, ChannelsLastOpt, CountersOpt, DeviceOpt, DtypeOpt, JsonOpt,
+                                    KwargsOpt, OutputOpt, SizeOpt, ThreadsOpt, TrainOpt, parse_counters)
 
 RunsOpt = Annotated[int, typer.Option("--runs", min=1, help="Minimum timed runs (more run until the spread settles).")]
 WarmupOpt = Annotated[int, typer.Option("--warmup", min=0, help="Untimed warm-up runs before timing.")]
 MaxTimeOpt = Annotated[float, typer.Option("--max-time", min=0.0, help="Seconds of timing per size at most.")]
 NoLatencyOpt = Annotated[bool, typer.Option("--no-latency", help="Skip timing (shapes, parameters, FLOPs, memory only).")]
 NoMemoryOpt = Annotated[bool, typer.Option("--no-memory", help="Skip the peak-memory pass.")]
-CountersOpt = Annotated[Optional[List[str]], typer.Option(
-    "--counter", help="FLOP counters to run: torch, ultralytics, fvcore (repeatable; default all three).")]
 
 
 def register(app: typer.Typer) -> None:
@@ -56,7 +54,7 @@ def register(app: typer.Typer) -> None:
         shapes = parse_block_sizes(size, batch)
         user_args = parse_args_list(args)
         user_kwargs = parse_kwargs(kwargs)
-        counters = _counters(counter)
+        counters = parse_counters(counter)
 
         opts = InspectOptions(block=block, shapes=shapes, user_args=user_args, user_kwargs=user_kwargs,
                               device=device, dtype=dtype, channels_last=channels_last, threads=threads,
@@ -75,21 +73,6 @@ def register(app: typer.Typer) -> None:
             render(report)
             if output is not None:
                 typer.echo(f"JSON report written to {output}")
-
-
-def _counters(values: list[str] | None) -> tuple[str, ...]:
-    from yoloblocks_cli.errors import UsageError
-    from yoloblocks_cli.flops import COUNTERS
-
-    if not values:
-        return COUNTERS
-    names = [v.strip().lower() for item in values for v in item.split(",") if v.strip()]
-    aliases = {"thop": "ultralytics", "dispatch": "torch"}
-    names = [aliases.get(n, n) for n in names]
-    bad = [n for n in names if n not in COUNTERS]
-    if bad:
-        raise UsageError(f"unknown FLOP counter '{bad[0]}': expected torch, ultralytics (thop) or fvcore")
-    return tuple(dict.fromkeys(names))
 
 
 

@@ -12,8 +12,8 @@ from typing import Any, Callable, Optional
 import typer
 from typing_extensions import Annotated
 
-from yoloblocks_cli.options import (BatchOpt, DeviceOpt, DtypeOpt, JsonOpt, OutputOpt, PluginOpt, ThreadsOpt,
-                                    TrainOpt)
+from yoloblocks_cli.options import (BatchOpt, CountersOpt, DeviceOpt, DtypeOpt, JsonOpt, OutputOpt, PluginOpt,
+                                    ThreadsOpt, TrainOpt, parse_counters)
 
 ScaleOpt = Annotated[Optional[str], typer.Option("--scale", help="Model scale letter (n, s, m, l, x...); default from the file name.")]
 NcOpt = Annotated[Optional[int], typer.Option("--nc", help="Number of classes (overrides the YAML's nc).")]
@@ -43,6 +43,7 @@ def register(app: typer.Typer) -> None:
         layer_runs: LayerRunsOpt = 3,
         no_latency: NoLatencyOpt = False,
         no_memory: NoMemoryOpt = False,
+        counter: CountersOpt = None,
         json_out: JsonOpt = False,
         output: OutputOpt = None,
     ) -> None:
@@ -54,7 +55,8 @@ def register(app: typer.Typer) -> None:
 
         opts = dict(model=model, size=size, scale=scale, nc=nc, plugins=tuple(str(p) for p in plugin or ()),
                     dialect=dialect, device=device, dtype=dtype, batch=batch, threads=threads, train=train,
-                    runs=runs, layer_runs=layer_runs, latency=not no_latency, memory=not no_memory)
+                    runs=runs, layer_runs=layer_runs, latency=not no_latency, memory=not no_memory,
+                    counters=parse_counters(counter))
         quiet = json_out or output is not None
         with _progress(not quiet) as step:
             report = run_profile(opts, step)
@@ -71,7 +73,7 @@ def register(app: typer.Typer) -> None:
 class _progress:
     """A rich progress bar on stderr, only on a terminal; ``step(text)`` advances it."""
 
-    STEPS = 7
+    STEPS = 6
 
     def __init__(self, enabled: bool):
         from yoloblocks_cli.report import plain_output
@@ -109,8 +111,10 @@ def run_profile(opts: dict[str, Any], step: Callable[[str], None] = lambda t: No
     from yoloblocks_cli.device import resolve_device, resolve_dtype
     from yoloblocks_cli.errors import CheckFailed, UsageError, YBError
     from yoloblocks_cli.spec import parse_model_size
+    from yoloblocks_cli.runtime import freeze_imported_objects
     from yoloblocks_cli.yaml_model import build_model, ultralytics_gflops
 
+    freeze_imported_objects()
     device = resolve_device(opts["device"])
     dtype = resolve_dtype(opts["dtype"])
     if opts.get("threads") is not None:
@@ -142,18 +146,44 @@ def _measure(built: Any, shape: Any, gflops_640: float, device: Any, dtype: Any,
 
     from yoloblocks_cli.bench import peak_memory, time_forward
     from yoloblocks_cli.device import synchronize
-    from yoloblocks_cli.flops import count_flops
-    from yoloblocks_cli.layer_profile import LayerTimer, layer_latency, layer_shapes_and_flops, table_rows
+    from yoloblocks_cli.flops import COUNTERS, count_flops
+    from yoloblocks_cli.layer_profile import LayerTimer, layer_latency, layer_shapes_and_flops, shape_of, table_rows
     from yoloblocks_cli.report import base_report, env_info
     from yoloblocks_cli.yaml_model import summary_line
 
     model = built.model.to(device=device, dtype=dtype).eval()
     x = torch.randn(shape.dims, device=device).to(dtype)
-    step(f"layers at {shape}")
     cuda = device.type == "cuda"
-    shapes, layer_fl, out_shape = layer_shapes_and_flops(model, x)
-    step(f"FLOPs at {shape} (torch, thop, fvcore)")
-    flops = count_flops(model, (x,))
+    step(f"FLOPs and layer shapes at {shape} (torch, thop, fvcore)")
+    # One forward feeds the dispatch counter, thop (per layer too) and the shape hooks; fvcore
+    # traces another. Both run the model itself at this size: they are the timing warm-up on CPU.
+    shapes: list[Any] = [None] * len(model.model)
+
+    def keep_first_shape(k: int) -> Callable:  # the shared pass runs first; fvcore's JIT trace turns sizes into tensors
+        def hook(mod: Any, inp: Any, out: Any) -> None:
+            if shapes[k] is None:
+                shapes[k] = shape_of(out)
+        return hook
+
+    hooks = [m.register_forward_hook(keep_first_shape(k)) for k, m in enumerate(model.model)]
+    per_path: dict[str, float] = {}
+    try:
+        flops = count_flops(model, (x,), opts.get("counters", COUNTERS), in_place=True, thop_layers=per_path)
+    finally:
+        for h in hooks:
+            h.remove()
+    if shapes[-1] is None:  # the shared pass failed: a plain forward gives the shapes (or the error)
+        shapes, layer_macs, _ = layer_shapes_and_flops(model, x)
+        layer_fl = layer_macs
+    elif flops.ultralytics is not None:  # the table's FLOPs column is thop's, as ultralytics' would be
+        layer_fl = [int(round(2 * per_path.get(f"model.{k}", 0.0))) for k in range(len(model.model))]
+    else:
+        layer_fl = [None] * len(model.model)
+    out_shape = shapes[-1]
+    report_memory = None
+    if opts.get("memory", True):  # after the counting passes: lazily built caches (anchors, tables) exist by now
+        step(f"peak memory at {shape}")
+        report_memory = peak_memory(model, x, device).as_json()
     latency = None
     times = None
     if opts.get("latency", True):
@@ -161,7 +191,7 @@ def _measure(built: Any, shape: Any, gflops_640: float, device: Any, dtype: Any,
         # CPU: the layer hooks stay on while the model is timed (no sync, microseconds per layer);
         # CUDA: per-layer times need a sync around every layer, so they get passes of their own.
         with (LayerTimer(model) if not cuda else contextlib.nullcontext()) as timer:
-            latency = time_forward(model, x, device, warmup=1, min_runs=opts.get("runs", 10),
+            latency = time_forward(model, x, device, warmup=1 if cuda else 0, min_runs=opts.get("runs", 10),
                                    max_runs=opts.get("runs", 10))
         if cuda and opts.get("layer_runs", 3) > 0:
             times = layer_latency(model, x, opts.get("layer_runs", 3), sync=lambda: synchronize(device))
@@ -177,15 +207,12 @@ def _measure(built: Any, shape: Any, gflops_640: float, device: Any, dtype: Any,
                         "buffers": sum(b.numel() for b in model.buffers())}
     report["flops"] = flops.as_json()
     report["flops"]["ultralytics_extrapolated_640"] = int(round(gflops_640 * 1e9))
-    report["summary"] = {"layers": built.n_modules, "params": built.params, "gradients": built.gradients,
+    report["summary"] = {"layers": built.n_layers, "params": built.params, "gradients": built.gradients,
                          "gflops": round(gflops_640, 1), "gflops_exact": gflops_640,
                          "line": summary_line(built, gflops_640)}
     report["layers"] = [r.as_json() for r in rows]
     report["latency_ms"] = latency.as_json() if latency is not None else None
-    report["memory_bytes"] = None
-    if opts.get("memory", True):
-        step(f"peak memory at {shape}")
-        report["memory_bytes"] = peak_memory(model, x, device).as_json()
+    report["memory_bytes"] = report_memory
     if opts.get("train"):
         step("forward+backward (train mode)")
         if opts.get("latency", True):
