@@ -75,6 +75,7 @@ def _check_model(key: str) -> None:
     assert [layer.params for layer in built.layers] == ref["layer_params"]
     assert (built.params, built.gradients) == (ref["params"], ref["gradients"])
     assert built.n_layers == built.n_modules == ref["modules"]  # the repositories count len(list(modules()))
+    assert built.stride == (8.0, 16.0, 32.0)  # a dual head's strides are its first branch's, as the repository sets them
     assert round(ultralytics_gflops(built), 1) == round(ref["gflops"], 1)
 
 

@@ -554,6 +554,8 @@ def build_model(path_or_name: str | Path, scale: str | None = None, plugins: Seq
                 m_.training = False
             if is_head:
                 feats = inp if isinstance(inp, list) else [inp]
+                # one stride per level; a dual head (YOLOv9 PGI) reads each level twice: the first branch's
+                feats = feats[:int(getattr(m_, "nl", len(feats)))]
                 stride = torch.tensor([probe / t.shape[-2] for t in feats])
                 m_.stride = stride
             if c_out is None:
