@@ -8,9 +8,10 @@ shared machine do not swamp a 25% threshold (``--wall`` for wall clock).
 Cases: a yolov8n-like backbone (Conv/C2f/SPPF at the n widths), the full yolov8n built by
 ``yaml_model`` (when present), an attention block (plain multi-head self-attention over H*W
 tokens) at P5/P4 sizes, and every registered attention-family block at 64x20x20. Plain and traced runs are interleaved so machine load
-hits both alike; the figure is the ratio of medians. "traced" = pre/post hooks on every
-module recording shapes (what every configuration pays); "traced+layers" adds the layer log
-of ``--layers``.
+hits both alike; the figure is the ratio of medians. "traced" = what every passing
+configuration pays (``traced_call``: no hooks unless the call fails, when it is run again
+hooked to name the layer); "traced+layers" = pre/post hooks on every module recording
+shapes, the layer log of ``--layers``.
 """
 
 from __future__ import annotations
@@ -87,8 +88,9 @@ def measure(name: str, module: nn.Module, shape: tuple[int, ...], runs: int) -> 
     p_ms, t_ms, l_ms = [], [], []
     for _ in range(runs):
         p_ms.append(_time(plain, inner) * 1e3)
-        tracer.attach()
+        tracer.attach()  # what every configuration pays: no hooks until a call fails
         t_ms.append(_time(lambda: traced(False), inner) * 1e3)
+        tracer.attach(persistent=True)  # --layers: hooks on for the whole sweep
         l_ms.append(_time(lambda: traced(True), inner) * 1e3)
         tracer.detach()
     p, t, lay = statistics.median(p_ms), statistics.median(t_ms), statistics.median(l_ms)

@@ -12,6 +12,7 @@ be killed, and a timed-out forward may still be running while the next one start
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import sys
@@ -20,7 +21,7 @@ import threading
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 ROOT_LABEL = "<root>"
 
@@ -68,13 +69,24 @@ class LayerRecord:
     failed: bool = False  # the call was still running when the exception escaped
 
 
-@dataclass(slots=True)
 class Frame:
-    """An active module call on the stack."""
+    """An active module call on the stack.
 
-    module: Any
-    input_shape: Any
-    path: str | None = None  # resolved through the parent, only while recording layers
+    The hook keeps the call's arguments, not their shape: reading shapes on every call is
+    most of what tracing costs on a small block, and it is needed only when a call fails
+    or the layer log is on. The arguments are alive for the whole call anyway.
+    """
+
+    __slots__ = ("module", "args", "path")
+
+    def __init__(self, module: Any, args: tuple, path: str | None = None):
+        self.module = module
+        self.args = args
+        self.path = path  # resolved through the parent, only while recording layers
+
+    @property
+    def input_shape(self) -> Any:
+        return _args_shape(self.args)
 
 
 class ShapeTracer:
@@ -128,20 +140,44 @@ class ShapeTracer:
         if record_layers is not None:
             self._local.record = record_layers
 
-    def attach(self) -> "ShapeTracer":
-        seen: set[int] = set()
-        for _, mod in self.root.named_modules():
-            if id(mod) in seen:
-                continue
-            seen.add(id(mod))
-            self._handles.append(mod.register_forward_pre_hook(self._pre))
-            self._handles.append(mod.register_forward_hook(self._post))
+    def attach(self, persistent: bool = False) -> "ShapeTracer":
+        """Make this tracer the one :func:`traced_call` uses for ``root``.
+
+        By default no hook is registered here: hooks put every module call on nn.Module's
+        slow path (5-20% on a small block), so a call runs bare and the hooks go on only to
+        diagnose a failure (a second run) or to log layers (:meth:`hooked`).
+        ``persistent=True`` (a sweep that logs every layer) registers them once, until
+        :meth:`detach`, instead of around every call.
+        """
+        if persistent and not self._handles:
+            self._register()
         return self
 
     def detach(self) -> None:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+
+    @contextlib.contextmanager
+    def hooked(self) -> Iterator["ShapeTracer"]:
+        """Pre/post hooks on every submodule for the duration of the block."""
+        if self._handles:  # hooked already (persistent, or nested use)
+            yield self
+            return
+        try:
+            self._register()
+            yield self
+        finally:
+            self.detach()
+
+    def _register(self) -> None:
+        seen: set[int] = set()
+        for _, mod in self.root.named_modules():
+            if id(mod) in seen:
+                continue
+            seen.add(id(mod))
+            self._handles.append(mod.register_forward_pre_hook(self._pre, prepend=True))  # before any user hook
+            self._handles.append(mod.register_forward_hook(self._post))
 
     def __enter__(self) -> "ShapeTracer":
         return self.attach()
@@ -152,7 +188,7 @@ class ShapeTracer:
     # hooks: shapes only
     def _pre(self, module: Any, args: tuple) -> None:
         stack = self.stack
-        frame = Frame(module, _args_shape(args))
+        frame = Frame(module, args)
         if getattr(self._local, "record", False):
             frame.path = self._child_path(stack[-1] if stack else None, module)
         stack.append(frame)
@@ -166,7 +202,7 @@ class ShapeTracer:
 
     def _post(self, module: Any, args: tuple, output: Any) -> None:
         stack = self.stack
-        frame = stack.pop() if stack else Frame(module, _args_shape(args))
+        frame = stack.pop() if stack else Frame(module, args)
         if getattr(self._local, "record", False):
             mid = id(module)
             if self.only_layers and mid not in self._layer_ids:
@@ -388,19 +424,46 @@ class TraceResult:
 
 def traced_call(tracer: ShapeTracer, fn: Callable[[], Any], *, x_shape: Sequence[int] | None = None,
                 record_layers: bool = False) -> TraceResult:
-    """Run ``fn`` (which calls the traced module) and localise any exception it raises."""
-    tracer.reset(record_layers)
+    """Run ``fn`` (which calls the traced module) and localise any exception it raises.
+
+    A passing call runs without hooks, so tracing costs next to nothing; a failing one is run
+    again with the hooks on, which names the layer, its input and the line. Should the
+    second run pass or fail differently (a nondeterministic failure), the first exception is
+    reported, with its file and line but without a layer. ``record_layers`` runs hooked
+    from the start.
+    """
+    if record_layers:
+        return _hooked_call(tracer, fn, x_shape, True)
     try:
-        out = fn()
+        return TraceResult(output=fn(), layers=[])
     except Exception as exc:  # noqa: BLE001 - every failure is a result, never a crash
-        frames = list(tracer.stack)
-        failure = locate(exc, tracer, frames, x_shape)
-        if failure.cause == "oom":
-            release_cuda_cache()
-        layers = list(tracer.records)
-        if record_layers:
-            layers += tracer.failed_records(frames)
-        return TraceResult(failure=failure, layers=layers)
+        first = exc
+        traceback.clear_frames(exc.__traceback__)  # free the failed pass's tensors before the rerun
+    if is_oom(first):
+        release_cuda_cache()
+    again = _hooked_call(tracer, fn, x_shape, False)
+    if again.failure is not None and (again.failure.type, again.failure.message) == \
+            (type(first).__name__, _short(str(first).strip() or type(first).__name__)):
+        return again
+    failure = locate(first, tracer, [], x_shape)  # the rerun passed or failed otherwise: unlocalised
+    return TraceResult(failure=failure, layers=[])
+
+
+def _hooked_call(tracer: ShapeTracer, fn: Callable[[], Any], x_shape: Sequence[int] | None,
+                 record_layers: bool) -> TraceResult:
+    tracer.reset(record_layers)
+    with tracer.hooked():
+        try:
+            out = fn()
+        except Exception as exc:  # noqa: BLE001 - every failure is a result, never a crash
+            frames = list(tracer.stack)
+            failure = locate(exc, tracer, frames, x_shape)
+            if failure.cause == "oom":
+                release_cuda_cache()
+            layers = list(tracer.records)
+            if record_layers:
+                layers += tracer.failed_records(frames)
+            return TraceResult(failure=failure, layers=layers)
     return TraceResult(output=out, layers=list(tracer.records))
 
 

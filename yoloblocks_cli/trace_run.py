@@ -131,7 +131,7 @@ def block_targets(req: TraceRequest, c1: int) -> list[Target]:
 
     spec = plugin_spec(req.target, req.plugins)
     loaded = load_block(spec, c1, parse_args_list(req.args), parse_kwargs(req.kwargs))
-    tracer = ShapeTracer(loaded.module).attach()
+    tracer = ShapeTracer(loaded.module).attach(persistent=req.layers)
     return [Target(loaded.module, tracer, loaded.call, None, "block")]
 
 
@@ -184,7 +184,7 @@ def model_targets(req: TraceRequest) -> tuple[list[Target], int]:
                                   build_failure=build_failure(exc)))
             continue
         layer_mods = model_layer_modules(built)
-        tracer = ShapeTracer(built.model, layer_modules=layer_mods, only_layers=True).attach()
+        tracer = ShapeTracer(built.model, layer_modules=layer_mods, only_layers=True).attach(persistent=req.layers)
         stride = max(stride, largest_stride(getattr(built, "stride", None)))
         name = Path(req.target).name + (f" (scale {scale})" if scale else "")
         targets.append(Target(built.model, tracer, name, getattr(built, "scale", None) or scale, "model"))
