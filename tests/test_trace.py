@@ -280,3 +280,43 @@ def test_model_failure_names_the_yaml_index_and_the_inner_module():
     assert [(r.label, r.module, r.output_shape, r.failed) for r in p.layers] == [
         ("0", "Conv2d", [1, 8, 16, 12], False), ("1", "Conv2d", [1, 16, 8, 6], False),
         ("2", "HardCodedWidth", None, True)]
+
+
+def _hook_count(m: nn.Module) -> int:
+    return sum(len(x._forward_pre_hooks) + len(x._forward_hooks) for x in m.modules())
+
+
+def test_passing_call_runs_without_hooks_and_leaves_none():
+    m = C2f(8, 8, n=1).eval()
+    seen = []
+    m.cv1.conv.register_forward_pre_hook(lambda mod, args: seen.append(_hook_count(m)))  # counts itself: 1
+    tr = ShapeTracer(m).attach()
+    r = traced_call(tr, lambda: m(torch.rand(1, 8, 6, 5)))
+    assert r.ok and r.output.shape == (1, 8, 6, 5) and r.layers == []
+    assert seen == [1]  # no tracer hook on any module while the passing forward ran
+    assert _hook_count(m) == 1
+
+
+class FailsOnce(nn.Module):
+    """Raises on its first call only: the hooked re-run passes."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 1)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("flaky")
+        return self.conv(x)
+
+
+def test_failure_that_does_not_repeat_is_reported_unlocalised():
+    m = FailsOnce()
+    r = traced_call(ShapeTracer(m).attach(), lambda: m(torch.rand(1, 4, 3, 3)))
+    assert m.calls == 2  # the bare run and the hooked re-run
+    f = r.failure
+    assert (f.type, f.message, f.layer) == ("RuntimeError", "flaky", None)
+    assert f.file.endswith("test_trace.py") and f.line == FailsOnce.forward.__code__.co_firstlineno + 3
+    assert _hook_count(m) == 0
