@@ -4,8 +4,10 @@ ultralytics side: ``YOLO("yolov8n.yaml").info()`` (build + summary line with get
 10-run forward loop at 640, in a fresh interpreter of a separate environment that has
 ultralytics (default ``/work/ulvenv``; set ``ULTRALYTICS_PYTHON``). yoloblocks side: the
 ``yb profile`` CLI in a fresh interpreter (it does more: three FLOP counters, per-layer
-shapes/FLOPs/latency, a timed loop of at least 10 runs) and, separately, the builder +
-summary + 10 forwards in-process, the like-for-like part. Both sides use the same thread count.
+shapes/FLOPs/latency, 10 timed runs) with ``--no-memory``, with ``--no-memory --counter
+torch,ultralytics`` (no fvcore JIT trace) and with its defaults (peak-memory pass included);
+and, separately, the builder + summary + 10 forwards in-process, the like-for-like part.
+Both sides use the same thread count.
 
     PYTHONPATH=$PWD python benchmarks/bench_profile_vs_ultralytics.py [--model yolov8n] [--threads 2] [--repeat 3]
 
@@ -89,7 +91,8 @@ def main() -> None:
         print(f"skipped: no ultralytics environment at {ul_python} (set ULTRALYTICS_PYTHON)")
         return
     env = dict(os.environ, PYTHONPATH=str(ROOT), YOLO_OFFLINE="1", NO_COLOR="1")
-    results: dict[str, list[float]] = {"ultralytics": [], "yb_builder_in_process": [], "yb_profile_cli": []}
+    results: dict[str, list[float]] = {"ultralytics": [], "yb_builder_in_process": [], "yb_profile_cli": [],
+                                       "yb_profile_cli_torch_thop": [], "yb_profile_cli_default": []}
     for _ in range(a.repeat):  # interleaved, so machine load hits every side alike
         wall, _out = _run([ul_python, "-c", ULTRALYTICS_SNIPPET.format(model=a.model, threads=a.threads)],
                           dict(env, PYTHONPATH=""))
@@ -99,6 +102,13 @@ def main() -> None:
         wall, _out = _run([sys.executable, "-m", "yoloblocks_cli", "profile", a.model, "--size", "640",
                            "--threads", str(a.threads), "--runs", "10", "--no-memory"], env)
         results["yb_profile_cli"].append(wall)
+        wall, _out = _run([sys.executable, "-m", "yoloblocks_cli", "profile", a.model, "--size", "640",
+                           "--threads", str(a.threads), "--runs", "10", "--no-memory",
+                           "--counter", "torch,ultralytics"], env)
+        results["yb_profile_cli_torch_thop"].append(wall)
+        wall, _out = _run([sys.executable, "-m", "yoloblocks_cli", "profile", a.model, "--size", "640",
+                           "--threads", str(a.threads)], env)
+        results["yb_profile_cli_default"].append(wall)
     med = {k: sorted(v)[len(v) // 2] for k, v in results.items()}
     print(json.dumps({"model": a.model, "threads": a.threads, "repeat": a.repeat,
                       "wall_s_median": {k: round(v, 2) for k, v in med.items()},
