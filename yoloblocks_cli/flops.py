@@ -20,6 +20,7 @@ user's module. A counter that raises yields ``None`` and a note, never a crash.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 import io
@@ -209,23 +210,27 @@ def _recorded_torch_pass(module: Any, inputs: tuple, thop_info: tuple | None,
 
     counter = DispatchFlopCounter(on_flops=attribute)
 
+    # Only modules with a thop rule need a frame: they are the ones reported in torch_missed,
+    # and "some module around this op has a rule" is all thop_missed asks. Hooks on the rest
+    # would only slow the pass down (nn.Module's hooked call path).
     handles = []
-    for path, mod in module.named_modules():
-        rule = _has_thop_rule(type(mod), custom, hooks, zero) if thop_info else False
+    for path, mod in (module.named_modules() if thop_info else ()):
+        if not _has_thop_rule(type(mod), custom, hooks, zero):
+            continue
 
-        def pre(m, args, rule=rule, path=path):
-            frames.append([path, 0, rule])
+        def pre(m, args, path=path):
+            frames.append([path, 0, True])
 
         def post(m, args, out):
             if frames:
-                path_, flops, rule_ = frames.pop()
-                if rule_ and flops == 0:
+                path_, flops, _ = frames.pop()
+                if flops == 0:
                     torch_missed.append((path_, type(m).__name__))
 
         handles.append(mod.register_forward_pre_hook(pre))
         handles.append(mod.register_forward_hook(post))
     try:
-        with torch.no_grad(), counter, Functions():
+        with torch.no_grad(), counter, Functions() if thop_info else contextlib.nullcontext():
             run() if run is not None else module(*inputs)
     finally:
         for h in handles:
