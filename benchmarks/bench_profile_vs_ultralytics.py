@@ -26,6 +26,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# the same 1 + 10-run loop for both sides, after each has built `net`
+LOOP_SNIPPET = r"""
+net.eval()
+x = torch.zeros(1, 3, 640, 640)
+with torch.inference_mode():
+    net(x)
+    t1 = time.perf_counter()
+    for _ in range(10):
+        net(x)
+    loop = time.perf_counter() - t1
+print("LOOP", loop, "TOTAL", time.perf_counter() - t0)
+"""
+
 ULTRALYTICS_SNIPPET = r"""
 import os, sys, time
 t0 = time.perf_counter()
@@ -40,16 +53,7 @@ except Exception:  # an environment without ultralytics' optional deps: the same
     from ultralytics.nn.tasks import DetectionModel
     net = DetectionModel("{model}.yaml")
     net.info()
-net.eval()
-x = torch.zeros(1, 3, 640, 640)
-with torch.inference_mode():
-    net(x)
-    t1 = time.perf_counter()
-    for _ in range(10):
-        net(x)
-    loop = time.perf_counter() - t1
-print("LOOP", loop, "TOTAL", time.perf_counter() - t0)
-"""
+""" + "{loop}"
 
 OURS_SNIPPET = r"""
 import time
@@ -59,16 +63,8 @@ torch.set_num_threads({threads})
 from yoloblocks_cli.yaml_model import build_model, summary_line, ultralytics_gflops
 b = build_model("{model}")
 print(summary_line(b, ultralytics_gflops(b)))
-net = b.model.eval()
-x = torch.zeros(1, 3, 640, 640)
-with torch.inference_mode():
-    net(x)
-    t1 = time.perf_counter()
-    for _ in range(10):
-        net(x)
-    loop = time.perf_counter() - t1
-print("LOOP", loop, "TOTAL", time.perf_counter() - t0)
-"""
+net = b.model
+""" + "{loop}"
 
 
 def _run(cmd: list[str], env: dict) -> tuple[float, str]:
@@ -91,24 +87,21 @@ def main() -> None:
         print(f"skipped: no ultralytics environment at {ul_python} (set ULTRALYTICS_PYTHON)")
         return
     env = dict(os.environ, PYTHONPATH=str(ROOT), YOLO_OFFLINE="1", NO_COLOR="1")
-    results: dict[str, list[float]] = {"ultralytics": [], "yb_builder_in_process": [], "yb_profile_cli": [],
-                                       "yb_profile_cli_torch_thop": [], "yb_profile_cli_default": []}
+    base = [sys.executable, "-m", "yoloblocks_cli", "profile", a.model, "--size", "640", "--threads", str(a.threads)]
+    cli_variants = {  # name -> extra arguments of `yb profile`
+        "yb_profile_cli": ["--runs", "10", "--no-memory"],
+        "yb_profile_cli_torch_thop": ["--runs", "10", "--no-memory", "--counter", "torch,ultralytics"],
+        "yb_profile_cli_default": [],
+    }
+    fill = dict(model=a.model, threads=a.threads, loop=LOOP_SNIPPET)
+    results: dict[str, list[float]] = {"ultralytics": [], "yb_builder_in_process": [], **{k: [] for k in cli_variants}}
     for _ in range(a.repeat):  # interleaved, so machine load hits every side alike
-        wall, _out = _run([ul_python, "-c", ULTRALYTICS_SNIPPET.format(model=a.model, threads=a.threads)],
-                          dict(env, PYTHONPATH=""))
+        wall, _out = _run([ul_python, "-c", ULTRALYTICS_SNIPPET.format(**fill)], dict(env, PYTHONPATH=""))
         results["ultralytics"].append(wall)
-        wall, out = _run([sys.executable, "-c", OURS_SNIPPET.format(model=a.model, threads=a.threads)], env)
+        wall, out = _run([sys.executable, "-c", OURS_SNIPPET.format(**fill)], env)
         results["yb_builder_in_process"].append(wall)
-        wall, _out = _run([sys.executable, "-m", "yoloblocks_cli", "profile", a.model, "--size", "640",
-                           "--threads", str(a.threads), "--runs", "10", "--no-memory"], env)
-        results["yb_profile_cli"].append(wall)
-        wall, _out = _run([sys.executable, "-m", "yoloblocks_cli", "profile", a.model, "--size", "640",
-                           "--threads", str(a.threads), "--runs", "10", "--no-memory",
-                           "--counter", "torch,ultralytics"], env)
-        results["yb_profile_cli_torch_thop"].append(wall)
-        wall, _out = _run([sys.executable, "-m", "yoloblocks_cli", "profile", a.model, "--size", "640",
-                           "--threads", str(a.threads)], env)
-        results["yb_profile_cli_default"].append(wall)
+        for name, extra in cli_variants.items():
+            results[name].append(_run(base + extra, env)[0])
     med = {k: sorted(v)[len(v) // 2] for k, v in results.items()}
     print(json.dumps({"model": a.model, "threads": a.threads, "repeat": a.repeat,
                       "wall_s_median": {k: round(v, 2) for k, v in med.items()},

@@ -39,27 +39,16 @@ class LayerRow:
                 "line": self.line}
 
 
-def shape_of(out: Any) -> Any:
-    import torch
-
-    if isinstance(out, torch.Tensor):
-        return [int(d) for d in out.shape]  # ints even inside a JIT trace, where sizes are tensors
-    if isinstance(out, (tuple, list)):
-        return [shape_of(o) for o in out]
-    if isinstance(out, dict):
-        return {str(k): shape_of(v) for k, v in out.items()}
-    return type(out).__name__
-
-
 def layer_shapes_and_flops(model: Any, x: Any) -> tuple[list[Any], list[int], Any]:
     """One profiled forward: every top-level layer's output shape and 2 x thop MACs (with the
     formula registry's custom rules, as ``flops.count_flops`` counts), and the model output's shape."""
     import torch
 
     from yoloblocks_cli.flops import thop_macs
+    from yoloblocks_cli.report import output_shape
 
     shapes: list[Any] = [None] * len(model.model)
-    handles = [m.register_forward_hook(lambda mod, inp, out, k=k: shapes.__setitem__(k, shape_of(out)))
+    handles = [m.register_forward_hook(lambda mod, inp, out, k=k: shapes.__setitem__(k, output_shape(out)))
                for k, m in enumerate(model.model)]
     per: dict[str, float] = {}
     try:

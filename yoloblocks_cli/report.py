@@ -140,7 +140,22 @@ def gflops(n: int | None) -> str:
 
 
 __all__ = ["SCHEMA", "env_info", "base_report", "write_json", "to_json", "console", "status", "plain_output",
-           "human_count", "human_bytes", "gflops", "nullcontext", "render_timing"]
+           "human_count", "human_bytes", "gflops", "nullcontext", "render_timing", "output_shape"]
+
+
+def output_shape(out: Any) -> Any:
+    """A forward's output as the JSON reports write it: tensor -> [B, C, H, W] (ints, even
+    inside a JIT trace, where sizes are tensors); tuple/list -> nested lists; dict ->
+    {key: shape}; anything else -> its type name."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return [int(d) for d in out.shape]
+    if isinstance(out, (tuple, list)):
+        return [output_shape(o) for o in out]
+    if isinstance(out, dict):
+        return {str(k): output_shape(v) for k, v in out.items()}
+    return type(out).__name__
 
 
 def render_timing(con: Any, r: dict[str, Any]) -> None:

@@ -160,6 +160,7 @@ def _measure(loaded: Any, shape: Any, device: Any, dtype: Any, opts: InspectOpti
 
     from yoloblocks_cli.bench import peak_memory, time_forward
     from yoloblocks_cli.flops import count_flops
+    from yoloblocks_cli.report import output_shape
 
     module = loaded.module
     fmt = torch.channels_last if opts.channels_last else torch.contiguous_format
@@ -173,7 +174,7 @@ def _measure(loaded: Any, shape: Any, device: Any, dtype: Any, opts: InspectOpti
     out = _checked_forward(loaded, x, shape, opts, device)
     result: dict[str, Any] = {
         "input_shape": list(shape.dims),
-        "output_shape": _shape_of(out),
+        "output_shape": output_shape(out),
         "params": _params(module),
     }
     del out
@@ -210,19 +211,6 @@ def _params(module: Any) -> dict[str, int]:
         "trainable": sum(p.numel() for p in params if p.requires_grad),
         "buffers": sum(b.numel() for b in module.buffers()),
     }
-
-
-def _shape_of(out: Any) -> Any:
-    """Tensor -> [B, C, H, W]; tuple/list -> nested lists; dict -> {key: shape}; other -> type name."""
-    import torch
-
-    if isinstance(out, torch.Tensor):
-        return list(out.shape)
-    if isinstance(out, (tuple, list)):
-        return [_shape_of(o) for o in out]
-    if isinstance(out, dict):
-        return {str(k): _shape_of(v) for k, v in out.items()}
-    return type(out).__name__
 
 
 def _checked_forward(loaded: Any, x: Any, shape: Any, opts: InspectOptions, device: Any) -> Any:

@@ -147,8 +147,8 @@ def _measure(built: Any, shape: Any, gflops_640: float, device: Any, dtype: Any,
     from yoloblocks_cli.bench import peak_memory, time_forward
     from yoloblocks_cli.device import synchronize
     from yoloblocks_cli.flops import COUNTERS, count_flops
-    from yoloblocks_cli.layer_profile import LayerTimer, layer_latency, layer_shapes_and_flops, shape_of, table_rows
-    from yoloblocks_cli.report import base_report, env_info
+    from yoloblocks_cli.layer_profile import LayerTimer, layer_latency, layer_shapes_and_flops, table_rows
+    from yoloblocks_cli.report import base_report, env_info, output_shape
     from yoloblocks_cli.yaml_model import summary_line
 
     model = built.model.to(device=device, dtype=dtype).eval()
@@ -162,7 +162,7 @@ def _measure(built: Any, shape: Any, gflops_640: float, device: Any, dtype: Any,
     def keep_first_shape(k: int) -> Callable:  # the shared pass runs first; fvcore's JIT trace turns sizes into tensors
         def hook(mod: Any, inp: Any, out: Any) -> None:
             if shapes[k] is None:
-                shapes[k] = shape_of(out)
+                shapes[k] = output_shape(out)
         return hook
 
     hooks = [m.register_forward_hook(keep_first_shape(k)) for k, m in enumerate(model.model)]
