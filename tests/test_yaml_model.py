@@ -257,6 +257,12 @@ def test_malformed_yaml_has_a_line(tmp_path):
         build_model(p)
 
 
+def test_bracket_left_open_at_end_of_file_points_at_its_line(tmp_path):
+    p = _write(tmp_path, "nc: 2\nbackbone:\n  - [-1, 1, Conv, [64, 3, 2]\n")
+    with pytest.raises(UsageError, match=r"m\.yaml:3: malformed YAML: "):
+        build_model(p)
+
+
 def test_unregistered_plugin_blocks_learn_their_width(tmp_path):
     from pathlib import Path
 

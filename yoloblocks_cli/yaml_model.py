@@ -140,6 +140,9 @@ def read_yaml(path: Path, text: str | None = None) -> YamlDoc:
         data = loader_cls("").construct_document(root) if root is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        context = getattr(exc, "context_mark", None)
+        if context is not None and mark is not None and mark.index >= len(text.rstrip()):
+            mark = context  # the file ended inside an open bracket or quote: point at where it opened
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise UsageError(f"{_where(path, line)}: malformed YAML: {problem}") from None
