@@ -7,7 +7,9 @@ ultralytics (default ``/work/ulvenv``; set ``ULTRALYTICS_PYTHON``). yoloblocks s
 shapes/FLOPs/latency, 10 timed runs) with ``--no-memory``, with ``--no-memory --counter
 torch,ultralytics`` (no fvcore JIT trace) and with its defaults (peak-memory pass included);
 and, separately, the builder + summary + 10 forwards in-process, the like-for-like part.
-Both sides use the same thread count.
+Both sides use the same thread count, and both run from bytecode caches as after a pip
+install (ultralytics' site-packages has them; ours are written by an untimed first round,
+with PYTHONDONTWRITEBYTECODE removed from the environment).
 
     PYTHONPATH=$PWD python benchmarks/bench_profile_vs_ultralytics.py [--model yolov8n] [--threads 2] [--repeat 3]
 
@@ -87,6 +89,7 @@ def main() -> None:
         print(f"skipped: no ultralytics environment at {ul_python} (set ULTRALYTICS_PYTHON)")
         return
     env = dict(os.environ, PYTHONPATH=str(ROOT), YOLO_OFFLINE="1", NO_COLOR="1")
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     base = [sys.executable, "-m", "yoloblocks_cli", "profile", a.model, "--size", "640", "--threads", str(a.threads)]
     cli_variants = {  # name -> extra arguments of `yb profile`
         "yb_profile_cli": ["--runs", "10", "--no-memory"],
@@ -95,13 +98,14 @@ def main() -> None:
     }
     fill = dict(model=a.model, threads=a.threads, loop=LOOP_SNIPPET)
     results: dict[str, list[float]] = {"ultralytics": [], "yb_builder_in_process": [], **{k: [] for k in cli_variants}}
-    for _ in range(a.repeat):  # interleaved, so machine load hits every side alike
+    for r in range(a.repeat + 1):  # interleaved, so machine load hits every side alike; round 0 untimed
+        record = (lambda name, wall: results[name].append(wall)) if r else (lambda name, wall: None)
         wall, _out = _run([ul_python, "-c", ULTRALYTICS_SNIPPET.format(**fill)], dict(env, PYTHONPATH=""))
-        results["ultralytics"].append(wall)
+        record("ultralytics", wall)
         wall, out = _run([sys.executable, "-c", OURS_SNIPPET.format(**fill)], env)
-        results["yb_builder_in_process"].append(wall)
+        record("yb_builder_in_process", wall)
         for name, extra in cli_variants.items():
-            results[name].append(_run(base + extra, env)[0])
+            record(name, _run(base + extra, env)[0])
     med = {k: sorted(v)[len(v) // 2] for k, v in results.items()}
     print(json.dumps({"model": a.model, "threads": a.threads, "repeat": a.repeat,
                       "wall_s_median": {k: round(v, 2) for k, v in med.items()},

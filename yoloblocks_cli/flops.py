@@ -10,8 +10,9 @@ and each source counts differently.
 - ``ultralytics``: 2 x ``thop.profile`` MACs on a deep copy, as ultralytics computes GFLOPs.
   thop counts modules that have a rule; whether it also counts functional products
   (``torch.matmul`` in a block's forward) depends on the thop version installed.
-- ``fvcore``: ``FlopCountAnalysis`` traces with the JIT and counts MACs of the ops it has
-  handles for; it names every op it could not count.
+- ``fvcore``: ``FlopCountAnalysis``'s count: a JIT trace, MACs of the ops fvcore has
+  handles for, and every op it could not count by name (``jit_count`` walks the trace
+  with fvcore's own handles, without its per-module bookkeeping).
 
 Convention everywhere: FLOPs = 2 x MACs. Every counter runs in eval mode, without grad,
 on a copy of the module, so that nothing (hooks, thop's ``total_ops``) leaks into the
@@ -289,26 +290,23 @@ def _fvcore_handles() -> dict:
 
 
 def fvcore_count(module: Any, inputs: Any, in_place: bool = False) -> tuple[int, Counter, dict, list[str]]:
-    """(MACs, unsupported ops Counter, by_operator, captured warning lines).
+    """(MACs, unsupported ops Counter, by_operator, captured warning lines), as
+    ``FlopCountAnalysis`` reports them for the whole model (see ``jit_count``).
 
     ``in_place`` traces ``module`` itself, which must then be in eval mode already.
 
-    fvcore's unsupported-operator warnings, its logging and the JIT tracer warnings are
-    captured here, never printed; the caller turns them into the ``uncounted`` line.
+    The JIT tracer's warnings and fvcore's logging are captured here, never printed; the
+    caller turns unsupported ops into the ``uncounted`` line.
     """
-    from fvcore.nn import FlopCountAnalysis
-
     import torch
+
+    from yoloblocks_cli.jit_count import jit_count
 
     captured: list[str] = []
     with _quiet(captured), torch.no_grad():  # the traced graph is the same; no autograd records kept
-        analysis = FlopCountAnalysis(module if in_place else _copy_eval(module), _as_tuple(inputs))
-        analysis.set_op_handle(**_fvcore_handles())
-        analysis.tracer_warnings("none")
-        total = int(analysis.total())
-        unsupported = Counter(analysis.unsupported_ops())
-        by_operator = {k: int(v) for k, v in analysis.by_operator().items()}
-    return total, unsupported, by_operator, captured
+        result = jit_count(module if in_place else _copy_eval(module), _as_tuple(inputs), _fvcore_handles())
+    by_operator = {k: int(v) for k, v in result.by_operator.items()}
+    return result.total, Counter(result.unsupported), by_operator, captured
 
 
 @contextmanager
