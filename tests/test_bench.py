@@ -42,6 +42,61 @@ def test_cpu_peak_in_train_mode_counts_gradients():
     assert lin.weight.grad is None  # measured on a copy
 
 
+class ViewsAPlainTensorAttribute(nn.Module):
+    """Holds a tensor that is neither parameter nor buffer (like a head's strides) and reads
+    it through a view: that tensor existed before the pass and is not the pass's memory."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = torch.ones(MIB // 4)
+
+    def forward(self, x):
+        return x + self.table[:1]
+
+
+def test_cpu_peak_ignores_views_of_tensors_the_pass_did_not_make():
+    x = torch.randn(16)
+    mem = peak_memory(ViewsAPlainTensorAttribute(), x, torch.device("cpu"))
+    assert mem.peak_bytes == 16 * 4  # the output only; the 1 MiB table was counted before (a view of it)
+
+
+def test_armed_tracker_counts_only_the_module_forward():
+    """Work around the forward (set-up before it, a result kept after it) is not counted."""
+    m = AllocatesOneMiB()
+    x = torch.randn(1, 4, 8, 8)
+    tracker = bench.StorageTracker()
+    tracker.remember_existing(x)
+
+    def around():
+        before = torch.zeros(4 * MIB // 4)  # 4 MiB of set-up, alive through the forward
+        out = m(x)
+        after = torch.zeros(8 * MIB // 4)  # 8 MiB made after it
+        return before, out, after
+
+    with torch.no_grad(), tracker.armed_within(m):
+        kept = around()
+    assert tracker.passes == 1
+    assert tracker.peak == peak_memory(m, x, torch.device("cpu")).peak_bytes
+    assert MIB <= tracker.peak <= MIB + 4096
+    assert list(tracker.live.values()) == [1024]  # the output, while the caller holds it
+    del kept
+    assert not tracker.live  # the forward left nothing else behind
+
+
+def test_armed_tracker_sees_what_a_first_forward_leaves_behind():
+    class CachesOnFirstCall(nn.Module):
+        def forward(self, x):
+            if not hasattr(self, "grid"):
+                self.grid = torch.arange(1000.0)
+            return x + self.grid[0]
+
+    m, x = CachesOnFirstCall(), torch.randn(8)
+    tracker = bench.StorageTracker()
+    with torch.no_grad(), tracker.armed_within(m):
+        m(x)
+    assert list(tracker.live.values()) == [4000]  # yb profile then measures a pass of its own
+
+
 def test_time_forward_cpu_statistics():
     calls = []
 

@@ -126,3 +126,30 @@ def test_counter_option_limits_the_counters_and_the_layer_column(yb):
     bad = yb("profile", "yolov8n", "--counter", "flops")
     assert bad.returncode == 2
     assert bad.stderr.strip() == "error: unknown FLOP counter 'flops': expected torch, ultralytics (thop) or fvcore"
+
+
+@pytest.mark.parametrize("model, separate_pass, peak", [
+    ("yolov8n", False, 2_637_120),  # no state kept by the first forward: its peak is every pass's peak
+    ("yolov5_repo/yolov5n.yaml", True, 3_848_448),  # the first forward caches anchor grids: measured again
+], ids=["yolov8n", "yolov5-repo-grid-cache"])
+def test_cpu_memory_from_the_counting_pass_equals_a_warm_pass(monkeypatch, model, separate_pass, peak):
+    import torch
+
+    import blocks
+    from yoloblocks_cli import bench
+    from yoloblocks_cli.commands.profile import run_profile
+    from yoloblocks_cli.yaml_model import build_model
+
+    if model.endswith(".yaml"):
+        from pathlib import Path
+
+        model = str(Path(blocks.__file__).parent / "cfg" / model)
+    calls = []
+    real = bench.peak_memory
+    monkeypatch.setattr(bench, "peak_memory", lambda *a, **k: calls.append(a) or real(*a, **k))
+    report = run_profile(dict(model=model, size="256x192", device="cpu", dtype="fp32", latency=False))
+    assert bool(calls) == separate_pass
+    net, x = build_model(model).model.eval(), torch.randn(1, 3, 256, 192)
+    with torch.inference_mode():
+        net(x)  # warm: caches built
+    assert report["memory_bytes"]["peak"] == real(net, x, torch.device("cpu")).peak_bytes == peak

@@ -17,8 +17,9 @@ import gc
 import statistics
 import time
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 CUDA_MEMORY_METHOD = "cuda-allocator-peak (torch.cuda.max_memory_allocated minus memory allocated before the pass)"
 CPU_MEMORY_METHOD = "cpu-tensor-allocations (peak bytes of tensor storage alive during the pass, tracked at dispatch)"
@@ -189,6 +190,9 @@ class StorageTracker:
 
     Storage the pass did not create (inputs, parameters) is not counted. Scratch memory a
     kernel allocates internally without returning it as a tensor is not seen.
+
+    :meth:`armed_within` narrows counting to one module's forward, so the tracker can ride
+    along a pass that does other work around that forward (``yb profile``'s counting pass).
     """
 
     def __init__(self) -> None:
@@ -199,13 +203,15 @@ class StorageTracker:
         class _Mode(PlainDispatchMode):
             def __torch_dispatch__(self, func, types, args=(), kwargs=None):
                 out = func(*args, **(kwargs or {}))
-                tracker._see(out)
+                tracker._see(out, (args, kwargs))
                 return out
 
         self.mode = _Mode()
         self.live: dict[int, int] = {}
         self.current = 0
         self.peak = 0
+        self.armed = True
+        self.passes = 0  # armed forwards that ran to the end
         self._known: set[int] = set()
 
     def remember_existing(self, *objs: Any) -> None:
@@ -217,17 +223,49 @@ class StorageTracker:
         if self.live.pop(key, None) is not None:
             self.current -= nbytes
 
-    def _see(self, out: Any) -> None:
-        for t in _flat_tensors(out):
+    def _see(self, out: Any, inputs: Any = ()) -> None:
+        outs = _flat_tensors(out)
+        if not outs:
+            return
+        # a view or in-place result shares an input's storage: nothing new, whatever that input
+        # is (a tensor attribute that is neither parameter nor buffer, e.g. a head's strides)
+        given = {t.untyped_storage().data_ptr() for t in _flat_tensors(inputs)}
+        for t in outs:
             storage = t.untyped_storage()
             key = id(storage)
-            if key in self.live or storage.data_ptr() in self._known or storage.device.type == "meta":
+            ptr = storage.data_ptr()
+            if key in self.live or ptr in self._known or (ptr in given and ptr != 0) \
+                    or storage.device.type == "meta":
+                continue
+            if not self.armed:  # made outside the measured forward: never counted, even when used inside it
+                self._known.add(ptr)
+                weakref.finalize(storage, self._known.discard, ptr)  # its address may be reused later
                 continue
             nbytes = int(storage.nbytes())
             self.live[key] = nbytes
             self.current += nbytes
             self.peak = max(self.peak, self.current)
             weakref.finalize(storage, self._release, key, nbytes)
+
+    @contextmanager
+    def armed_within(self, module: Any) -> Iterator["StorageTracker"]:
+        """Track while the mode is on, but count only during ``module``'s forward."""
+        def arm(mod: Any, args: Any) -> None:
+            self.armed = True
+
+        def disarm(mod: Any, args: Any, out: Any) -> None:
+            self.armed = False
+            self.passes += 1
+
+        self.armed = False
+        handles = [module.register_forward_pre_hook(arm, prepend=True), module.register_forward_hook(disarm)]
+        try:
+            with self:
+                yield self
+        finally:
+            for h in handles:
+                h.remove()
+            self.armed = True
 
     def __enter__(self) -> "StorageTracker":
         self.mode.__enter__()

@@ -358,7 +358,7 @@ def _note(counter: str, exc: BaseException) -> str:
 
 
 def count_flops(module: Any, inputs: Any, counters: Iterable[str] = COUNTERS, *, in_place: bool = False,
-                thop_layers: dict[str, float] | None = None) -> FlopsReport:
+                thop_layers: dict[str, float] | None = None, memory: Any = None) -> FlopsReport:
     """FLOPs of one forward pass from each requested counter, with what each one missed.
 
     The dispatch counter and thop share one forward (thop's), fvcore traces its own.
@@ -366,6 +366,8 @@ def count_flops(module: Any, inputs: Any, counters: Iterable[str] = COUNTERS, *,
     ``in_place=True`` is for a caller that owns an eval-mode module (``yb profile``): no
     copies, the caller's own forward hooks fire during the shared pass, and that pass warms
     the module up for timing. ``thop_layers``, if given, receives thop's MACs per module path.
+    ``memory`` (a ``bench.StorageTracker``) measures the module's forward inside the shared
+    pass (``memory.passes`` is 1 when that forward ran to the end).
     """
     import torch
 
@@ -400,7 +402,9 @@ def count_flops(module: Any, inputs: Any, counters: Iterable[str] = COUNTERS, *,
         try:
             with torch.no_grad():
                 shared = thop_forward if thop_info is not None else None
-                total, by_op, thop_missed, torch_missed = _recorded_torch_pass(target, inputs, thop_info, run=shared)
+                with memory.armed_within(target) if memory is not None else contextlib.nullcontext():
+                    total, by_op, thop_missed, torch_missed = _recorded_torch_pass(target, inputs, thop_info,
+                                                                                   run=shared)
                 if "error" in thop_result:  # thop stopped before or inside the forward: count alone
                     total, by_op, thop_missed, torch_missed = _recorded_torch_pass(target, inputs, thop_info)
             report.torch, report.by_op = total, by_op

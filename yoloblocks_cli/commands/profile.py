@@ -144,7 +144,7 @@ def _measure(built: Any, shape: Any, gflops_640: float, device: Any, dtype: Any,
              step: Callable[[str], None]) -> dict[str, Any]:
     import torch
 
-    from yoloblocks_cli.bench import peak_memory, time_forward
+    from yoloblocks_cli.bench import CPU_MEMORY_METHOD, Memory, StorageTracker, peak_memory, time_forward
     from yoloblocks_cli.device import synchronize
     from yoloblocks_cli.flops import COUNTERS, count_flops
     from yoloblocks_cli.layer_profile import LayerTimer, layer_latency, layer_shapes_and_flops, table_rows
@@ -167,8 +167,14 @@ def _measure(built: Any, shape: Any, gflops_640: float, device: Any, dtype: Any,
 
     hooks = [m.register_forward_hook(keep_first_shape(k)) for k, m in enumerate(model.model)]
     per_path: dict[str, float] = {}
+    # CPU peak memory rides along the shared pass; it stands when that first forward left no
+    # tensor behind (no cache built), so that a later pass would allocate exactly the same.
+    tracker = StorageTracker() if opts.get("memory", True) and not cuda else None
+    if tracker is not None:
+        tracker.remember_existing(x, *model.parameters(), *model.buffers())
     try:
-        flops = count_flops(model, (x,), opts.get("counters", COUNTERS), in_place=True, thop_layers=per_path)
+        flops = count_flops(model, (x,), opts.get("counters", COUNTERS), in_place=True, thop_layers=per_path,
+                            memory=tracker)
     finally:
         for h in hooks:
             h.remove()
@@ -181,7 +187,9 @@ def _measure(built: Any, shape: Any, gflops_640: float, device: Any, dtype: Any,
         layer_fl = [None] * len(model.model)
     out_shape = shapes[-1]
     report_memory = None
-    if opts.get("memory", True):  # after the counting passes: lazily built caches (anchors, tables) exist by now
+    if tracker is not None and tracker.passes == 1 and not tracker.live:
+        report_memory = Memory(tracker.peak, CPU_MEMORY_METHOD).as_json()
+    elif opts.get("memory", True):  # a pass of its own, now that caches (anchors, tables) exist
         step(f"peak memory at {shape}")
         report_memory = peak_memory(model, x, device).as_json()
     latency = None
