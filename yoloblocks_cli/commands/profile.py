@@ -21,7 +21,7 @@ ModelSizeOpt = Annotated[str, typer.Option("--size", "-s", help="Input image: S,
 RunsOpt = Annotated[int, typer.Option("--runs", min=1, help="Timed runs of the whole model (after one warm-up).")]
 LayerRunsOpt = Annotated[int, typer.Option("--layer-runs", min=0, help="CUDA: synchronised passes for the per-layer latency share (0: skip). On CPU the shares come from the timed runs.")]
 NoLatencyOpt = Annotated[bool, typer.Option("--no-latency", help="Skip timing.")]
-NoMemoryOpt = Annotated[bool, typer.Option("--no-memory", help="Skip the peak-memory pass.")]
+NoMemoryOpt = Annotated[bool, typer.Option("--no-memory", help="Skip the peak-memory measurement.")]
 DialectOpt = Annotated[Optional[str], typer.Option("--dialect", help="YAML dialect (default: detected; ultralytics).")]
 
 
@@ -154,7 +154,10 @@ def _measure(built: Any, shape: Any, gflops_640: float, device: Any, dtype: Any,
     model = built.model.to(device=device, dtype=dtype).eval()
     x = torch.randn(shape.dims, device=device).to(dtype)
     cuda = device.type == "cuda"
-    step(f"FLOPs and layer shapes at {shape} (torch, thop, fvcore)")
+    # CPU peak memory rides along the shared pass; it stands when that first forward left no
+    # tensor behind (no cache built), so that a later pass would allocate exactly the same.
+    tracker = StorageTracker() if opts.get("memory", True) and not cuda else None
+    step(f"FLOPs, layer shapes{' and peak memory' if tracker else ''} at {shape}")
     # One forward feeds the dispatch counter, thop (per layer too) and the shape hooks; fvcore
     # traces another. Both run the model itself at this size: they are the timing warm-up on CPU.
     shapes: list[Any] = [None] * len(model.model)
@@ -167,9 +170,6 @@ def _measure(built: Any, shape: Any, gflops_640: float, device: Any, dtype: Any,
 
     hooks = [m.register_forward_hook(keep_first_shape(k)) for k, m in enumerate(model.model)]
     per_path: dict[str, float] = {}
-    # CPU peak memory rides along the shared pass; it stands when that first forward left no
-    # tensor behind (no cache built), so that a later pass would allocate exactly the same.
-    tracker = StorageTracker() if opts.get("memory", True) and not cuda else None
     if tracker is not None:
         tracker.remember_existing(x, *model.parameters(), *model.buffers())
     try:
