@@ -48,6 +48,15 @@ def test_ultralytics_yaml_is_neither_repository_dialect():
     assert not dr.is_yolov5_repo(ULTRALYTICS_LIKE)
 
 
+def test_ultralytics_yolov9e_with_cblinear_and_cbfuse_stays_ultralytics():
+    """ultralytics' port routes yolov9e through CBLinear/CBFuse into its own Detect."""
+    from yoloblocks_cli.yaml_model import resolve_model_path
+
+    d = yaml.safe_load(resolve_model_path("yolov9e").read_text())
+    assert {"CBLinear", "CBFuse"} <= dr.module_names(d) and "anchors" not in d
+    assert not dr.is_yolov9_repo(d) and not dr.is_yolov5_repo(d)
+
+
 def test_one_pgi_module_is_enough_for_yolov9():
     d = dict(ULTRALYTICS_LIKE, head=[[[0, 2], 1, "DualDDetect", ["nc"]]])
     assert dr.is_yolov9_repo(d)

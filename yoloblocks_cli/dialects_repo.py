@@ -16,13 +16,14 @@ from typing import Any, Iterable, Iterator
 
 from yoloblocks_cli.dialects import Dialect, register_dialect
 
-# Modules only the YOLOv9 repository names (its PGI routing and its decoupled heads).
+# Modules only the YOLOv9 repository names (its Silence input and its decoupled heads).
 YOLOV9_SIGNATURE = frozenset({
-    "Silence", "CBLinear", "CBFuse", "DDetect", "DualDDetect", "TripleDDetect", "DualDetect", "TripleDetect",
+    "Silence", "DDetect", "DualDDetect", "TripleDDetect", "DualDetect", "TripleDetect",
 })
-# GELAN modules: also in ultralytics' YOLOv9 port, so they mark the YOLOv9 repository only
+# GELAN and PGI-routing modules: also in ultralytics' YOLOv9 port (its yolov9e.yaml routes
+# through CBLinear/CBFuse into a plain Detect), so they mark the YOLOv9 repository only
 # together with the top-level `anchors` key that the repository's YAMLs always carry.
-GELAN_MODULES = frozenset({"RepNCSPELAN4", "ADown", "SPPELAN", "ELAN1", "AConv"})
+GELAN_MODULES = frozenset({"RepNCSPELAN4", "ADown", "SPPELAN", "ELAN1", "AConv", "CBLinear", "CBFuse"})
 
 YOLOV5_RENAME = {"Detect": "AnchorDetect"}
 YOLOV9_RENAME: dict[str, str] = {"SPPELAN": "SPPELAN_yolov9repo"}  # pools wrapped in SP modules
