@@ -5,7 +5,7 @@ ultralytics side: ``YOLO("yolov8n.yaml").info()`` (build + summary line with get
 ultralytics (default ``/work/ulvenv``; set ``ULTRALYTICS_PYTHON``). yoloblocks side: the
 ``yb profile`` CLI in a fresh interpreter (it does more: three FLOP counters, per-layer
 shapes/FLOPs/latency, 10 timed runs) with ``--no-memory``, with ``--no-memory --counter
-torch,ultralytics`` (no fvcore JIT trace) and with its defaults (peak-memory pass included);
+torch,ultralytics`` (no fvcore JIT trace) and with its defaults (peak memory included);
 and, separately, the builder + summary + 10 forwards in-process, the like-for-like part.
 Both sides use the same thread count, and both run from bytecode caches as after a pip
 install (ultralytics' site-packages has them; ours are written by an untimed first round,
