@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from blocks.conv import Conv, autopad
+from blocks.gelan import SPPELAN
 from blocks.conventions import Convention, LayerContext, Resolved, make_divisible, register_convention
 from blocks.heads import DFL, dist2bbox, make_anchors  # identical to the YOLOv9 repository's
 from blocks.registry import register_block
@@ -261,7 +262,7 @@ class SP(nn.Module):
 
 @register_block("c1_c2", source=_SOURCE, name="SPPELAN_yolov9repo", family="utility",
                 default_args=lambda c1: (c1, c1 // 2))
-class SPPELANRepo(nn.Module):
+class SPPELANRepo(SPPELAN):
     """SPPELAN with each pool inside an ``SP`` module, as the repository builds it.
 
     Same parameters, state_dict keys and outputs as ultralytics' ``SPPELAN``; the wrappers add
@@ -270,15 +271,5 @@ class SPPELANRepo(nn.Module):
     """
 
     def __init__(self, c1: int, c2: int, c3: int, k: int = 5):
-        super().__init__()
-        self.c = c3
-        self.cv1 = Conv(c1, c3, 1, 1)
-        self.cv2 = SP(k)
-        self.cv3 = SP(k)
-        self.cv4 = SP(k)
-        self.cv5 = Conv(4 * c3, c2, 1, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = [self.cv1(x)]
-        y.extend(m(y[-1]) for m in (self.cv2, self.cv3, self.cv4))
-        return self.cv5(torch.cat(y, 1))
+        super().__init__(c1, c2, c3, k)
+        self.cv2, self.cv3, self.cv4 = SP(k), SP(k), SP(k)

@@ -4,9 +4,10 @@ Why not ``FlopCounterMode`` itself: its ``__torch_dispatch__`` is wrapped by tor
 ``_disable_dynamo``, whose first call imports ``torch._dynamo`` (about a second on a
 2-core CPU) only to mark the hook as not compilable. A CLI that counts once and exits
 would pay that second on every run. Our modes never run under ``torch.compile``, so
-they opt out of the wrapping (``_should_skip_dynamo``, the switch torch documents). This mode uses the same registry (torch's formulas plus
-the ones ``blocks.flop_formulas`` registers), so its totals are FlopCounterMode's;
-a test holds the two equal. It counts on any device, ``meta`` included.
+they opt out of the wrapping (``_should_skip_dynamo``, the switch torch documents).
+This mode uses the same registry (torch's formulas plus the ones ``blocks.flop_formulas``
+registers), so its totals are FlopCounterMode's; a test holds the two equal. It counts
+on any device, ``meta`` included.
 """
 
 from __future__ import annotations

@@ -6,7 +6,6 @@ directly, and from ``probes.py`` so the probes know nothing about the CLI.
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from dataclasses import dataclass, field
@@ -18,7 +17,6 @@ from yoloblocks_cli.probes import Point, ProbeResult, Target, block_sweep, model
 from yoloblocks_cli.spec import Shape, parse_args_list, parse_block_sizes, parse_kwargs, parse_model_sizes
 from yoloblocks_cli.trace import ShapeTracer, fmt_shape
 
-SCHEMA = "yoloblocks.report/1"
 DEFAULT_BLOCK_SIZE = "64x20x20"  # the P5 map of a 640 image at width 64
 DEFAULT_MODEL_SIZE = "640"
 
@@ -275,18 +273,18 @@ def configurations(req: TraceRequest, kind: str, stride: int = 32) -> list[Shape
 
 def sweep(targets: Sequence[Target], shapes: Sequence[Shape], probes: Sequence[str], *, device: Any = None,
           dtype: Any = None, timeout: float | None = None, record_layers: bool = False,
-          progress: Any = None, detach: bool = True) -> list[Point]:
+          progress: Any = None) -> list[Point]:
     """Every configuration (target x shape) through every probe; nothing stops the sweep.
 
-    Each target's hooks are removed when its configurations are done (``detach``): a module
-    instance shared process-wide (ultralytics' one SiLU) must not keep them.
+    Each target's hooks are removed when its configurations are done: a module instance
+    shared process-wide (ultralytics' one SiLU) must not keep them.
     """
     points = []
     for target in targets:
         try:
             points += _sweep_target(target, shapes, probes, device, dtype, timeout, record_layers, progress)
         finally:
-            if detach and target.tracer is not None:
+            if target.tracer is not None:
                 target.tracer.detach()
     return points
 
@@ -343,16 +341,15 @@ def run_trace(req: TraceRequest) -> int:
     else:
         points = sweep(targets, shapes, probes, device=device, dtype=dtype, timeout=req.timeout,
                        record_layers=req.layers)
-    for t in targets:  # hooks on shared modules (ultralytics' one SiLU) must not outlive the run
-        if t.tracer is not None:
-            t.tracer.detach()
     report = build_report(req, kind, targets, probes, points, env_dict(device, dtype))
     if req.junit is not None:
         write_junit_report(req.junit, req.target, probes, points)
+    from yoloblocks_cli.report import write_json
+
     if req.output is not None:
-        emit_json(report, req.output)
+        write_json(report, req.output)
     if req.json_out:
-        emit_json(report, None)
+        write_json(report, None)
     if not req.json_out:
         from yoloblocks_cli.trace_render import render
 
@@ -360,31 +357,11 @@ def run_trace(req: TraceRequest) -> int:
     return 0 if all(p.ok for p in points) else 1
 
 
-def emit_json(report: dict[str, Any], path: Path | None) -> None:
-    """stdout, or a file written atomically (the engine's writer when present)."""
-    try:
-        from yoloblocks_cli.report import write_json  # type: ignore[import-not-found]
-    except ImportError:
-        text = json.dumps(report, indent=2) + "\n"
-        if path is None:
-            sys.stdout.write(text)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-        return
-    write_json(report, path)
-    if path is None:
-        sys.stdout.write("\n")
-
-
 def build_report(req: TraceRequest, kind: str, targets: Sequence[Target], probes: Sequence[str],
                  points: Sequence[Point], env: dict[str, Any]) -> dict[str, Any]:
-    try:
-        from yoloblocks_cli.report import base_report  # type: ignore[import-not-found]
+    from yoloblocks_cli.report import base_report
 
-        report = base_report("trace", req.target, env)
-    except ImportError:
-        report = {"schema": SCHEMA, "command": "trace", "target": req.target, "env": env}
+    report = base_report("trace", req.target, env)
     report.update({
         "kind": kind,
         "built": [t.name for t in targets],

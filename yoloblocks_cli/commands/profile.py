@@ -110,8 +110,8 @@ def run_profile(opts: dict[str, Any], step: Callable[[str], None] = lambda t: No
 
     from yoloblocks_cli.device import resolve_device, resolve_dtype
     from yoloblocks_cli.errors import CheckFailed, UsageError, YBError
-    from yoloblocks_cli.spec import parse_model_size
     from yoloblocks_cli.runtime import freeze_imported_objects
+    from yoloblocks_cli.spec import parse_model_size
     from yoloblocks_cli.yaml_model import build_model, ultralytics_gflops
 
     freeze_imported_objects()
