@@ -11,7 +11,7 @@ import importlib.util
 import os
 import sys
 from enum import Enum
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -93,16 +93,40 @@ def _print_error(message: str) -> None:
     Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}")
 
 
+def _click_exceptions() -> tuple[type, type]:
+    """(ClickException, Abort) of the click typer runs on (vendored since typer 0.26, the
+    ``click`` package before), reached through typer's public exception classes."""
+    click_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+    return click_error, typer.Abort
+
+
+def _usage_line(exc: Any) -> str:
+    """A click usage error as one line: the command, the problem, where help is."""
+    ctx = getattr(exc, "ctx", None)
+    path = getattr(ctx, "command_path", None) or "yb"
+    return f"{path}: {exc.format_message()} (see {path} --help)"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `yb` console script; maps errors to one line and an exit code.
 
-    Typer handles usage errors itself (exit 2); ours arrive as :class:`YBError`.
+    Usage errors found by typer (a missing option, a value out of range) and ours
+    (:class:`YBError`) alike print one line and exit 2; no traceback without ``--debug``.
     """
     args = list(sys.argv[1:] if argv is None else argv)
     STATE["debug"] = "--debug" in args
     args = [a for a in args if a != "--debug"]
+    click_error, abort = _click_exceptions()
     try:
-        app(args=args, prog_name="yb")
+        code = app(args=args, prog_name="yb", standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)  # typer.Exit(code) from a command, or success
+    except click_error as exc:
+        if exc.format_message().strip():  # empty when typer printed the help (no arguments)
+            _print_error(_usage_line(exc))
+        sys.exit(exc.exit_code)
+    except abort:
+        _print_error("aborted")
+        sys.exit(1)
     except YBError as exc:
         if STATE["debug"]:
             raise
