@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python benchmarks/bench_mamba_vs_v8.py [--size 640x640] [--runs 3] [--threads N]
 
-Models come from ``yoloblocks_cli.yaml_model.build_model`` (``mamba-yolo.yaml`` scale T,
+Models come from ``yoloblocks_cli.loading.yaml_model.build_model`` (``mamba-yolo.yaml`` scale T,
 ``yolov8.yaml`` scale n), Detect head included. FLOPs come from torch's dispatch counter (FlopCounterMode),
 which sees the selective scan as the op ``yoloblocks::selective_scan`` (9*b*D*L*N).
 """
@@ -18,7 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 
 def build(name: str, scale: str) -> nn.Module:
-    from yoloblocks_cli.yaml_model import build_model
+    from yoloblocks_cli.loading.yaml_model import build_model
 
     return build_model(name, scale=scale).model
 
@@ -62,7 +62,7 @@ def main() -> None:
         params = sum(p.numel() for p in model.parameters())
         total, scan = flops(model, x)
         rows.append((label, params, total, scan, latency_ms(model, x, a.runs)))
-    print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}, input 1x3x{h}x{w}, models via yoloblocks_cli.yaml_model.build_model")
+    print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}, input 1x3x{h}x{w}, models via yoloblocks_cli.loading.yaml_model.build_model")
     print(f"{'model':14s} {'params':>11s} {'GFLOPs':>8s} {'scan GFLOPs':>12s} {'forward ms (best of ' + str(a.runs) + ')':>26s}")
     for label, params, total, scan, ms in rows:
         print(f"{label:14s} {params:11,d} {total / 1e9:8.2f} {scan / 1e9:12.2f} {ms:26.1f}")

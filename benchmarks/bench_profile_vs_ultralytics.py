@@ -62,7 +62,7 @@ import time
 t0 = time.perf_counter()
 import torch
 torch.set_num_threads({threads})
-from yoloblocks_cli.yaml_model import build_model, summary_line, ultralytics_gflops
+from yoloblocks_cli.loading.yaml_model import build_model, summary_line, ultralytics_gflops
 b = build_model("{model}")
 print(summary_line(b, ultralytics_gflops(b)))
 net = b.model

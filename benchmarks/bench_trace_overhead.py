@@ -25,7 +25,7 @@ from torch import nn
 
 from blocks.conv import Conv
 from blocks.csp import C2f, SPPF
-from yoloblocks_cli.trace import ShapeTracer, traced_call
+from yoloblocks_cli.tracing.tracer import ShapeTracer, traced_call
 
 
 def v8n_backbone() -> nn.Module:
@@ -119,7 +119,7 @@ def main() -> None:
         ("TokenAttention(128)", TokenAttention(128), (1, 128, 40, 40)),
     ]
     try:
-        from yoloblocks_cli.yaml_model import build_model
+        from yoloblocks_cli.loading.yaml_model import build_model
 
         for size in ((1, 3, 640, 640), (1, 3, 640, 480)):
             cases.append(("yolov8n (full model)", build_model("yolov8n").model, size))

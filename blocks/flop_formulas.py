@@ -3,7 +3,7 @@
 A block that computes through its own op (e.g. the selective scan, registered as the
 torch custom op ``yoloblocks::selective_scan``) declares its cost here, once, in the style
 of ``torch/utils/flop_counter.py``: a small function registered by decorator. The
-counters in ``yoloblocks_cli.flops`` read these tables:
+counters in ``yoloblocks_cli.measuring.flops`` read these tables:
 
 - ``OP_FORMULAS[qualified_op_name](*input_shapes, **kw) -> FLOPs`` for the dispatch
   counter (torch) and for fvcore (whose jit trace shows the same op name);

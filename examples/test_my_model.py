@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from yoloblocks_cli.testing import assert_budget, assert_traces
+from yoloblocks_cli.checks.testing import assert_budget, assert_traces
 
 # YOLO validation batches are rectangular (rect=True): feed both orientations and an odd size.
 RECT_SIZES = ["64x40x40", "64x48x32", "64x32x48", "64x20x15"]

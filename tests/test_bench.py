@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from tests.conftest import requires_cuda
-from yoloblocks_cli import bench
-from yoloblocks_cli.bench import CPU_MEMORY_METHOD, CUDA_MEMORY_METHOD, peak_memory, time_forward
+from yoloblocks_cli.measuring import bench
+from yoloblocks_cli.measuring.bench import CPU_MEMORY_METHOD, CUDA_MEMORY_METHOD, peak_memory, time_forward
 
 MIB = 1 << 20
 

@@ -27,7 +27,7 @@ def test_fixed_block_passes_non_square():
 
 def test_example_yaml_builds_with_plugin_exact_params():
     code = (
-        "from yoloblocks_cli.yaml_model import build_model\n"
+        "from yoloblocks_cli.loading.yaml_model import build_model\n"
         f"b = build_model('{EX}/yolov8n-myblock.yaml', plugins=['{EX}/my_blocks_fixed.py'])\n"
         "print(sum(p.numel() for p in b.model.parameters()))\n"
     )

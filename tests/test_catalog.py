@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 from blocks.registry import all_blocks, get_block
-from yoloblocks_cli import catalog
+from yoloblocks_cli.catalog import entries as catalog
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "blocks.md"
 REGENERATE = "regenerate it with: yb blocks --write-docs docs/blocks.md"

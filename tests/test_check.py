@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from yoloblocks_cli.baseline import diff_baseline, load_baseline, write_atomic, write_baseline
-from yoloblocks_cli.budget import evaluate_budgets
-from yoloblocks_cli.check_config import (Budgets, ConfigError, Tolerance, find_config, load_config,
+from yoloblocks_cli.checks.baseline import diff_baseline, load_baseline, write_atomic, write_baseline
+from yoloblocks_cli.checks.budget import evaluate_budgets
+from yoloblocks_cli.checks.config import (Budgets, ConfigError, Tolerance, find_config, load_config,
                                          parse_tolerance)
 from yoloblocks_cli.errors import UsageError
-from yoloblocks_cli.measure import Measurement
+from yoloblocks_cli.measuring.measure import Measurement
 
 from conftest import ROOT
 
@@ -464,14 +464,14 @@ def test_pre_commit_hook_definition():
 
 @pytest.fixture
 def fake_models(monkeypatch):
-    """A stand-in for yoloblocks_cli.yaml_model: records calls, builds a tiny two-layer 'model'."""
+    """A stand-in for yoloblocks_cli.loading.yaml_model: records calls, builds a tiny two-layer 'model'."""
     import sys
     import types
 
     import torch.nn as nn
 
     calls = []
-    fake = types.ModuleType("yoloblocks_cli.yaml_model")
+    fake = types.ModuleType("yoloblocks_cli.loading.yaml_model")
 
     def resolve_model_path(name):
         if name != "tiny":
@@ -484,7 +484,7 @@ def fake_models(monkeypatch):
         return types.SimpleNamespace(model=nn.Sequential(layers), layers=[], stride=[2])
 
     fake.resolve_model_path, fake.build_model = resolve_model_path, build_model
-    monkeypatch.setitem(sys.modules, "yoloblocks_cli.yaml_model", fake)
+    monkeypatch.setitem(sys.modules, "yoloblocks_cli.loading.yaml_model", fake)
     return calls
 
 

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from yoloblocks_cli.markdown import compare_markdown, compare_table, delta_pct, markdown_table
-from yoloblocks_cli.measure import LatencyStats, Measurement, interleaved, summarize
-from yoloblocks_cli.targets import block_shape, is_model, model_shape
+from yoloblocks_cli.checks.markdown import compare_markdown, compare_table, delta_pct, markdown_table
+from yoloblocks_cli.measuring.measure import LatencyStats, Measurement, interleaved, summarize
+from yoloblocks_cli.loading.targets import block_shape, is_model, model_shape
 
 from test_check import yb_in
 
@@ -138,7 +138,8 @@ def test_cuda_targets_are_timed_with_cuda_events(monkeypatch):
     """The CUDA path (no GPU here): each interleaved run goes through the engine's CUDA-event timer."""
     import torch
 
-    from yoloblocks_cli import bench, measure
+    from yoloblocks_cli.measuring import bench
+    from yoloblocks_cli.measuring import measure
 
     seen = []
     monkeypatch.setattr(bench, "_time_cuda", lambda step, device: seen.append(device) or 2.5)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from yoloblocks_cli import dialects_repo as dr
+from yoloblocks_cli.loading import dialects_repo as dr
 
 CFG = Path(__file__).resolve().parents[1] / "blocks" / "cfg"
 REF = json.loads((Path(__file__).parent / "fixtures" / "repo_reference.json").read_text())["models"]
@@ -50,7 +50,7 @@ def test_ultralytics_yaml_is_neither_repository_dialect():
 
 def test_ultralytics_yolov9e_with_cblinear_and_cbfuse_stays_ultralytics():
     """ultralytics' port routes yolov9e through CBLinear/CBFuse into its own Detect."""
-    from yoloblocks_cli.yaml_model import resolve_model_path
+    from yoloblocks_cli.loading.yaml_model import resolve_model_path
 
     d = yaml.safe_load(resolve_model_path("yolov9e").read_text())
     assert {"CBLinear", "CBFuse"} <= dr.module_names(d) and "anchors" not in d
@@ -76,7 +76,7 @@ SLOW = [k for k in REF if k not in FAST]
 
 
 def _check_model(key: str) -> None:
-    from yoloblocks_cli.yaml_model import build_model, ultralytics_gflops
+    from yoloblocks_cli.loading.yaml_model import build_model, ultralytics_gflops
 
     ref = REF[key]
     built = build_model(CFG / f"{key}.yaml")
@@ -101,7 +101,7 @@ def test_repository_model_is_built_exactly_full_sweep(key):
 
 def test_yolov5_repo_resolves_detect_to_the_anchor_head_with_yaml_anchors():
     from blocks.yolov5_repo import AnchorDetect
-    from yoloblocks_cli.yaml_model import build_model
+    from yoloblocks_cli.loading.yaml_model import build_model
 
     built = build_model(CFG / "yolov5_repo/yolov5n.yaml", nc=3)
     head = built.model.model[-1] if hasattr(built.model, "model") else list(built.model.children())[-1]
@@ -131,7 +131,7 @@ def test_yolov9_c_plain_layers_equal_the_seed_002_table():
 
 
 def test_shipped_repository_yamls_are_named_with_their_folder():
-    from yoloblocks_cli.yaml_model import resolve_model_path
+    from yoloblocks_cli.loading.yaml_model import resolve_model_path
 
     assert resolve_model_path("yolov5_repo/yolov5s") == CFG / "yolov5_repo" / "yolov5s.yaml"
     assert resolve_model_path("yolov9_repo/yolov9-c") == CFG / "yolov9_repo" / "yolov9-c.yaml"
@@ -155,7 +155,7 @@ head:
 
 def test_repository_width_rule_leaves_na_times_nc_plus_5_unscaled(tmp_path):
     """Both repositories skip the width multiple for c2 == na * (nc + 5) (255 here), not c2 == nc."""
-    from yoloblocks_cli.yaml_model import build_model
+    from yoloblocks_cli.loading.yaml_model import build_model
 
     path = tmp_path / "tiny.yaml"
     path.write_text(TINY_V5)

@@ -11,8 +11,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from blocks import attention, csp
 from blocks.mamba.scan import selective_scan
-from yoloblocks_cli.dispatch_count import DispatchFlopCounter
-from yoloblocks_cli.flops import _ensure_op_formulas
+from yoloblocks_cli.measuring.dispatch_count import DispatchFlopCounter
+from yoloblocks_cli.measuring.flops import _ensure_op_formulas
 
 
 def _both(fn):
@@ -52,7 +52,7 @@ def test_custom_scan_op_counted_like_flop_counter_mode():
 def test_counting_does_not_import_dynamo():
     code = ("import sys, torch\n"
             "from blocks.csp import C2f\n"
-            "from yoloblocks_cli.flops import count_flops\n"
+            "from yoloblocks_cli.measuring.flops import count_flops\n"
             "r = count_flops(C2f(8, 8, 1), torch.randn(1, 8, 8, 8), counters=('torch',))\n"
             "print(r.torch, 'torch._dynamo' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()

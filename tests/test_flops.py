@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from yoloblocks_cli import flops as F
-from yoloblocks_cli.flops import count_flops, torch_flops
+from yoloblocks_cli.measuring import flops as F
+from yoloblocks_cli.measuring.flops import count_flops, torch_flops
 
 
 class PureConv(nn.Module):

@@ -11,9 +11,9 @@ from fvcore.nn import FlopCountAnalysis
 
 import blocks
 from blocks import attention
-from yoloblocks_cli.flops import _fvcore_handles, fvcore_count
-from yoloblocks_cli.jit_count import jit_count
-from yoloblocks_cli.yaml_model import build_model
+from yoloblocks_cli.measuring.flops import _fvcore_handles, fvcore_count
+from yoloblocks_cli.measuring.jit_count import jit_count
+from yoloblocks_cli.loading.yaml_model import build_model
 
 
 class _Twice(torch.autograd.Function):  # shows up in the trace as prim::PythonOp._Twice

@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 from yoloblocks_cli.errors import CheckFailed, UsageError
-from yoloblocks_cli.load import load_block
+from yoloblocks_cli.loading.load import load_block
 
 
 def test_registered_block_gets_width_from_size():

@@ -258,7 +258,7 @@ def test_thop_rule_for_ss2d():
 
 @pytest.fixture(scope="module")
 def mamba_yolo_t():
-    from yoloblocks_cli.yaml_model import build_model
+    from yoloblocks_cli.loading.yaml_model import build_model
 
     torch.manual_seed(0)
     old = torch.get_num_threads()
@@ -278,7 +278,7 @@ def test_builder_gives_the_pinned_counts(mamba_yolo_t):
 @pytest.mark.slow
 @pytest.mark.parametrize("scale,total", [("B", 21_828_000), ("L", 57_631_024)])
 def test_builder_totals_b_l(scale, total):
-    from yoloblocks_cli.yaml_model import build_model
+    from yoloblocks_cli.loading.yaml_model import build_model
 
     assert n_params(build_model("mamba-yolo.yaml", scale=scale).model) == total
 
@@ -302,7 +302,7 @@ def test_mamba_yolo_t_runs_at_640(mamba_yolo_t, hw):
 
 def test_fvcore_traces_the_scan_as_one_op_under_its_jit_name():
     """fvcore sees ``yoloblocks::selective_scan`` in the jit graph; a handle built from
-    OP_FORMULAS (FLOPs / 2 = fvcore MACs) counts it, as yoloblocks_cli.flops does."""
+    OP_FORMULAS (FLOPs / 2 = fvcore MACs) counts it, as yoloblocks_cli.measuring.flops does."""
     from fvcore.nn import FlopCountAnalysis
     from fvcore.nn.jit_handles import get_shape
 
@@ -320,7 +320,7 @@ def test_fvcore_traces_the_scan_as_one_op_under_its_jit_name():
 
 def test_thop_with_the_module_rule_adds_exactly_the_scan():
     """thop counts SS2D's convs, norms and einsums itself; the rule (wrapped the way
-    yoloblocks_cli.flops wraps MODULE_MACS) replaces the einsums and adds the scan."""
+    yoloblocks_cli.measuring.flops wraps MODULE_MACS) replaces the einsums and adds the scan."""
     import thop
 
     def wrap(fn):

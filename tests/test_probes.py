@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from conftest import FIXTURES
-from yoloblocks_cli.probes import Target, block_sweep, model_sweep, probe_names, run_point, with_batches
-from yoloblocks_cli.spec import Shape
-from yoloblocks_cli.trace import ShapeTracer
-from yoloblocks_cli.trace_run import sweep
+from yoloblocks_cli.tracing.probes import Target, block_sweep, model_sweep, probe_names, run_point, with_batches
+from yoloblocks_cli.loading.spec import Shape
+from yoloblocks_cli.tracing.tracer import ShapeTracer
+from yoloblocks_cli.tracing.run import sweep
 
 
 def _broken():
@@ -153,7 +153,7 @@ def one_thread():
 
 @pytest.mark.parametrize("info", _library(), ids=lambda b: b.name)
 def test_shipped_block_passes_every_probe(info, one_thread):
-    from yoloblocks_cli.load import build_block, resolve_spec
+    from yoloblocks_cli.loading.load import build_block, resolve_spec
 
     base = FAMILY_SIZE[info.family]
     loaded = build_block(resolve_spec(info.name), base.channels)
@@ -178,7 +178,7 @@ def test_sweep_on_cuda_in_half_precision():
 
 
 def test_largest_stride_of_any_form():
-    from yoloblocks_cli.trace_run import largest_stride
+    from yoloblocks_cli.tracing.run import largest_stride
 
     assert largest_stride(torch.tensor([8.0, 16.0, 32.0])) == 32
     assert largest_stride([8, 16, 32, 64]) == 64

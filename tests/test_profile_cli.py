@@ -73,8 +73,8 @@ def test_layer_timer_synchronises_around_every_layer_when_asked(tmp_path):
     """The CUDA path: a sync before and after each YAML layer, per pass (mocked sync on CPU)."""
     import torch
 
-    from yoloblocks_cli.layer_profile import layer_latency, layer_shapes_and_flops, table_rows
-    from yoloblocks_cli.yaml_model import build_model
+    from yoloblocks_cli.measuring.layer_profile import layer_latency, layer_shapes_and_flops, table_rows
+    from yoloblocks_cli.loading.yaml_model import build_model
 
     p = tmp_path / "tiny.yaml"
     p.write_text("nc: 2\nbackbone:\n  - [-1, 1, Conv, [8, 3, 2]]\n  - [-1, 2, Conv, [8, 3, 1]]\n")
@@ -97,9 +97,9 @@ def test_one_shared_counting_pass_gives_what_separate_passes_give():
     import torch
 
     from yoloblocks_cli.commands.profile import run_profile
-    from yoloblocks_cli.flops import count_flops
-    from yoloblocks_cli.layer_profile import layer_shapes_and_flops
-    from yoloblocks_cli.yaml_model import build_model
+    from yoloblocks_cli.measuring.flops import count_flops
+    from yoloblocks_cli.measuring.layer_profile import layer_shapes_and_flops
+    from yoloblocks_cli.loading.yaml_model import build_model
 
     report = run_profile(dict(model="yolov8n", size="96x64", device="cpu", dtype="fp32", latency=False,
                               memory=False))
@@ -136,9 +136,9 @@ def test_cpu_memory_from_the_counting_pass_equals_a_warm_pass(monkeypatch, model
     import torch
 
     import blocks
-    from yoloblocks_cli import bench
+    from yoloblocks_cli.measuring import bench
     from yoloblocks_cli.commands.profile import run_profile
-    from yoloblocks_cli.yaml_model import build_model
+    from yoloblocks_cli.loading.yaml_model import build_model
 
     if model.endswith(".yaml"):
         from pathlib import Path

@@ -180,10 +180,10 @@ def test_block_failing_at_non_square_sizes_exits_1_after_reporting(yb, tmp_path)
 
 
 def test_model_target_without_a_builder_or_with_one(yb):
-    from yoloblocks_cli import scaling
+    from yoloblocks_cli.measuring import scaling
 
     try:
-        import yoloblocks_cli.yaml_model  # noqa: F401
+        import yoloblocks_cli.loading.yaml_model  # noqa: F401
     except ModuleNotFoundError:
         result = yb("scale", "yolov8n.yaml", "--metrics", "flops")
         assert result.returncode == 2
@@ -208,7 +208,7 @@ def test_cuda_sweep_measures_all_metrics(yb):
 
 
 def test_model_targets_use_the_yaml_builder_contract(yb, monkeypatch, tmp_path):
-    """Against a stand-in ``yoloblocks_cli.yaml_model`` with the agreed interface: a model
+    """Against a stand-in ``yoloblocks_cli.loading.yaml_model`` with the agreed interface: a model
     target is a .yaml file or a shipped short name, fed 3-channel images at each size."""
     import types
 
@@ -226,11 +226,11 @@ def test_model_targets_use_the_yaml_builder_contract(yb, monkeypatch, tmp_path):
         net = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1, bias=False), nn.Conv2d(8, 8, 3, 2, 1, bias=False))
         return types.SimpleNamespace(model=net, layers=[], stride=[4])
 
-    fake = types.ModuleType("yoloblocks_cli.yaml_model")
+    fake = types.ModuleType("yoloblocks_cli.loading.yaml_model")
     fake.resolve_model_path, fake.build_model = resolve_model_path, build_model
-    monkeypatch.setitem(sys.modules, "yoloblocks_cli.yaml_model", fake)
+    monkeypatch.setitem(sys.modules, "yoloblocks_cli.loading.yaml_model", fake)
 
-    from yoloblocks_cli import scaling
+    from yoloblocks_cli.measuring import scaling
 
     assert scaling.is_model_target("tinynet") and scaling.is_model_target("my/net.yaml")
     assert not scaling.is_model_target("Conv") and not scaling.is_model_target("nope")

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from yoloblocks_cli import scaling
+from yoloblocks_cli.measuring import scaling
 from yoloblocks_cli.errors import UsageError
 
 CPU = torch.device("cpu")
@@ -291,7 +291,7 @@ def test_mobile_mqa_tends_to_quadratic():
 
 
 def test_terminal_chart_places_points_and_fit_exactly():
-    from yoloblocks_cli.termchart import Series, loglog_chart
+    from yoloblocks_cli.reporting.termchart import Series, loglog_chart
 
     lines = loglog_chart([Series("lin", [(10, 10), (100, 100), (1000, 1000)], 1.0, 0.0)],
                          width=7, height=4, ascii=True)

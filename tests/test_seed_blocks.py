@@ -343,7 +343,7 @@ def test_thop_counts_every_product(name, hw, fused, monkeypatch):
     # The projections run as 1x1 convolutions on the Linear weights and MQA may use fused
     # attention: neither is visible to thop hooks, so the blocks declare MAC rules. With
     # them thop's MACs equal the dispatch counter's FLOPs / 2 (matmuls and convs only here).
-    flops = pytest.importorskip("yoloblocks_cli.flops")
+    flops = pytest.importorskip("yoloblocks_cli.measuring.flops")
     monkeypatch.setattr(mobile_mqa, "EXPLICIT_MAX_SCORES", 0 if fused else 1 << 24)
     m = _block(name)
     x = torch.randn(2, C, *hw)
@@ -353,5 +353,5 @@ def test_thop_counts_every_product(name, hw, fused, monkeypatch):
 def test_mlla_macs_rule_equals_the_published_modules_thop_count():
     # published MLLA at C=64, 20x20, batch 1, as thop counts it: qk Linear 400*64*128,
     # LePE 400*64*9, and the three attention products 400*64*(1 + 2*16)
-    flops = pytest.importorskip("yoloblocks_cli.flops")
+    flops = pytest.importorskip("yoloblocks_cli.measuring.flops")
     assert flops.thop_macs(MLLAttention(64), torch.randn(1, 64, 20, 20)) == 3_276_800 + 230_400 + 844_800

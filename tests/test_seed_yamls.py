@@ -132,7 +132,7 @@ def test_yolov8_fla_concats_name_the_shifted_indices():
     assert [layers[i][0] for i in (12, 15, 18, 21)] == [[-1, 6], [-1, 4], [-1, 13], [-1, 10]]
 
 
-# --- whole-model totals: need the YAML builder (yoloblocks_cli.yaml_model) ---------------
+# --- whole-model totals: need the YAML builder (yoloblocks_cli.loading.yaml_model) ---------------
 
 EXPECTED_TOTALS = [
     # yolov8n (nc=80) 3,157,200 + MLLAttention(256): 131,584 (qk) + 2,560 (LePE)
@@ -146,7 +146,7 @@ EXPECTED_TOTALS = [
 
 @pytest.mark.parametrize("name,scale,total", EXPECTED_TOTALS)
 def test_seed_model_totals(name, scale, total):
-    yaml_model = pytest.importorskip("yoloblocks_cli.yaml_model")
+    yaml_model = pytest.importorskip("yoloblocks_cli.loading.yaml_model")
     built = yaml_model.build_model(CFG / name, scale=scale)
     assert sum(p.numel() for p in built.model.parameters()) == total
 
@@ -156,7 +156,7 @@ def test_yolov9_mmqa_total_and_the_articles_gflops():
     profiles a 32 x 32 image with a thop that sees no matmul and multiplies by (640/32)^2.
     Leaving out the attention products reproduces it; the block's quadratic attention makes
     the real count at 640 x 640 about ten times larger."""
-    yaml_model = pytest.importorskip("yoloblocks_cli.yaml_model")
+    yaml_model = pytest.importorskip("yoloblocks_cli.loading.yaml_model")
     import thop
     import torch
 

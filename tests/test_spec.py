@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from yoloblocks_cli.errors import UsageError
-from yoloblocks_cli.spec import (parse_args_list, parse_block_sizes, parse_kwargs,
+from yoloblocks_cli.loading.spec import (parse_args_list, parse_block_sizes, parse_kwargs,
                                  parse_model_size)
 
 

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from conftest import FIXTURES, ROOT
-from yoloblocks_cli.testing import assert_budget, assert_traces
+from yoloblocks_cli.checks.testing import assert_budget, assert_traces
 
 SQUARE = (FIXTURES / "check_square_only.py").as_posix() + ":SquareOnly"
 

@@ -13,9 +13,9 @@ from torch import nn
 
 from blocks.conv import Conv
 from blocks.csp import C2f
-from yoloblocks_cli import hints
-from yoloblocks_cli.junit import Case, write_junit
-from yoloblocks_cli.trace import (ShapeTracer, fmt_shape, is_internal, run_with_timeout, shape_of, traced_call,
+from yoloblocks_cli.tracing import hints
+from yoloblocks_cli.reporting.junit import Case, write_junit
+from yoloblocks_cli.tracing.tracer import (ShapeTracer, fmt_shape, is_internal, run_with_timeout, shape_of, traced_call,
                                   user_frame)
 
 
@@ -251,9 +251,9 @@ def test_model_failure_names_the_yaml_index_and_the_inner_module():
     import importlib.util
 
     from conftest import FIXTURES
-    from yoloblocks_cli.probes import Target, run_point
-    from yoloblocks_cli.spec import Shape
-    from yoloblocks_cli.trace_run import model_layer_modules
+    from yoloblocks_cli.tracing.probes import Target, run_point
+    from yoloblocks_cli.loading.spec import Shape
+    from yoloblocks_cli.tracing.run import model_layer_modules
 
     spec = importlib.util.spec_from_file_location("bb_model_test", FIXTURES / "broken_blocks.py")
     bb = importlib.util.module_from_spec(spec)

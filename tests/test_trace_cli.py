@@ -251,14 +251,14 @@ def test_einops_square_reshape_points_at_the_users_line_not_einops(tmp_path):
     assert err["cause"] == "square-assumption"
 
 
-# --- model level: a YAML built by yoloblocks_cli.yaml_model -------------------------------------------
+# --- model level: a YAML built by yoloblocks_cli.loading.yaml_model -------------------------------------------
 
 SQUARE_YAML = "tests/fixtures/yolov8-square-attn.yaml"
 WIDTH_YAML = "tests/fixtures/yolov8-width512.yaml"
 
 
 def test_model_square_block_passes_640_and_fails_640x480_at_its_yaml_index():
-    pytest.importorskip("yoloblocks_cli.yaml_model")
+    pytest.importorskip("yoloblocks_cli.loading.yaml_model")
     code, rep = yb_json("trace", SQUARE_YAML, "--plugin", REL, "--scales", "n", "--sizes", "640,640x480",
                         "--probes", "sweep")
     assert code == 1
@@ -275,7 +275,7 @@ def test_model_square_block_passes_640_and_fails_640x480_at_its_yaml_index():
 
 
 def test_model_hard_coded_width_fails_only_at_scales_where_the_width_differs():
-    pytest.importorskip("yoloblocks_cli.yaml_model")
+    pytest.importorskip("yoloblocks_cli.loading.yaml_model")
     code, rep = yb_json("trace", WIDTH_YAML, "--plugin", REL, "--scales", "n,l", "--sizes", "64",
                         "--probes", "sweep")
     assert code == 1
@@ -292,7 +292,7 @@ def test_model_hard_coded_width_fails_only_at_scales_where_the_width_differs():
 
 @pytest.mark.slow
 def test_model_default_sweep_yolov8n_square_block():
-    pytest.importorskip("yoloblocks_cli.yaml_model")
+    pytest.importorskip("yoloblocks_cli.loading.yaml_model")
     code, rep = yb_json("trace", SQUARE_YAML, "--plugin", REL, "--scales", "n")
     assert code == 1
     assert {k for k, p in by_shape(rep).items() if p["ok"]} == {"1x3x640x640", "1x3x320x320", "1x3x1280x1280",

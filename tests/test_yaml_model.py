@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from yoloblocks_cli.errors import UsageError
-from yoloblocks_cli.yaml_model import (build_model, guess_model_scale, parse_activation, resolve_model_path,
+from yoloblocks_cli.loading.yaml_model import (build_model, guess_model_scale, parse_activation, resolve_model_path,
                                        ultralytics_gflops)
 
 # name: (parameters, gradients, len(list(model.modules())), ultralytics get_flops GFLOPs at 640)
@@ -83,7 +83,7 @@ SUMMARY_LAYERS = {
 
 
 def test_reference_covers_every_shipped_ultralytics_yaml():
-    from yoloblocks_cli.yaml_model import resolve_model_path
+    from yoloblocks_cli.loading.yaml_model import resolve_model_path
 
     shipped = {p.name for p in resolve_model_path("yolov8n").parent.glob("*.yaml")}
     assert {resolve_model_path(name).name for name in REFERENCE} == shipped
@@ -99,7 +99,7 @@ def _check(name: str, gflops: bool = True) -> None:
 
 
 def test_yolov8n_exact_params_layers_gflops_and_summary():
-    from yoloblocks_cli.yaml_model import summary_line
+    from yoloblocks_cli.loading.yaml_model import summary_line
 
     built = build_model("yolov8n")
     _check("yolov8n")
@@ -284,7 +284,7 @@ def test_unregistered_plugin_blocks_learn_their_width(tmp_path):
 
 
 def test_dialect_registry_detects_and_renames(tmp_path):
-    from yoloblocks_cli.dialects import Dialect, all_dialects, detect_dialect, register_dialect
+    from yoloblocks_cli.loading.dialects import Dialect, all_dialects, detect_dialect, register_dialect
 
     register_dialect(Dialect("test-anchors", detect=lambda d: "test_anchors" in d, rename={"MyConv": "Conv"},
                              priority=5))
@@ -295,7 +295,7 @@ def test_dialect_registry_detects_and_renames(tmp_path):
         built = build_model(p)
         assert built.dialect == "test-anchors" and built.params == 3 * 8 * 9 + 16
     finally:
-        from yoloblocks_cli import dialects
+        from yoloblocks_cli.loading import dialects
 
         dialects._DIALECTS.pop("test-anchors", None)
     assert "test-anchors" not in [d.name for d in all_dialects()]
@@ -307,7 +307,7 @@ def test_resolving_a_shipped_name_does_not_import_torch():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    code = ("import sys; from yoloblocks_cli.yaml_model import resolve_model_path; "
+    code = ("import sys; from yoloblocks_cli.loading.yaml_model import resolve_model_path; "
             "print(resolve_model_path('yolo11s').name, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
                          env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})

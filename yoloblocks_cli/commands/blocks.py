@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from typing_extensions import Annotated
 
-from yoloblocks_cli.options import JsonOpt, OutputOpt
+from yoloblocks_cli.commands.options import JsonOpt, OutputOpt
 
 
 def register(app: typer.Typer) -> None:
@@ -23,13 +23,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """List every registered block (name, family, YAML convention, source), or document one."""
         from blocks.registry import FAMILIES, UnknownBlockError, get_block
-        from yoloblocks_cli import catalog
+        from yoloblocks_cli.catalog import entries as catalog
         from yoloblocks_cli.errors import UsageError
 
         if write_docs is not None:
-            from yoloblocks_cli.atomic import write_text_atomic
+            from yoloblocks_cli.reporting.atomic import write_text_atomic
 
-            from yoloblocks_cli.report import status
+            from yoloblocks_cli.reporting.report import status
 
             with status("measuring every block (params, FLOPs, scaling sweep, trace sweep)") as update:
                 page = catalog.build_page(progress=lambda name: update(f"measuring {name}"))
@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
             if json_out or output:
                 _emit_json({"entry": entry.as_dict()}, "blocks", name, output)
             else:
-                from yoloblocks_cli.catalog_render import render_entry
+                from yoloblocks_cli.catalog.render import render_entry
 
                 render_entry(entry)
             return
@@ -56,7 +56,7 @@ def register(app: typer.Typer) -> None:
         if json_out or output:
             _emit_json({"blocks": [e.as_dict() for e in rows]}, "blocks", "registry", output)
             return
-        from yoloblocks_cli.catalog_render import render_table
+        from yoloblocks_cli.catalog.render import render_table
 
         render_table(rows)
 
@@ -64,7 +64,7 @@ def register(app: typer.Typer) -> None:
 def _emit_json(body: dict, command: str, target: str, output) -> None:
     import torch
 
-    from yoloblocks_cli.report import base_report, env_info, write_json
+    from yoloblocks_cli.reporting.report import base_report, env_info, write_json
 
     # measurements in the catalog are taken on CPU in fp32 (see catalog.measure)
     report = base_report(command, target, env_info(torch.device("cpu"), torch.float32))

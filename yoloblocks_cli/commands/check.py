@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from typing_extensions import Annotated
 
-from yoloblocks_cli.options import JsonOpt, OutputOpt, ThreadsOpt
+from yoloblocks_cli.commands.options import JsonOpt, OutputOpt, ThreadsOpt
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="yb.toml or pyproject.toml to read "
                                                    "(default: ./yb.toml, else ./pyproject.toml \\[tool.yoloblocks]).")]
@@ -25,9 +25,9 @@ def register(app: typer.Typer) -> None:
                   json_out: JsonOpt = False, output: OutputOpt = None, markdown: MarkdownOpt = False,
                   threads: ThreadsOpt = None) -> None:
         """Check blocks and models against budgets, sweeps, probes and a baseline (exit 1 on failure)."""
-        from yoloblocks_cli.check_config import find_config, load_config
-        from yoloblocks_cli.check_run import run_check, write_junit
-        from yoloblocks_cli.report import console, write_json
+        from yoloblocks_cli.checks.config import find_config, load_config
+        from yoloblocks_cli.checks.run import run_check, write_junit
+        from yoloblocks_cli.reporting.report import console, write_json
 
         if json_out and markdown:
             from yoloblocks_cli.errors import UsageError as _Usage
@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
         if json_out or output is not None:
             write_json(result.report, output)
         if markdown:
-            from yoloblocks_cli.markdown import findings_markdown
+            from yoloblocks_cli.checks.markdown import findings_markdown
 
             typer.echo(findings_markdown(result.findings), nl=False)
         if not quiet:
@@ -62,7 +62,7 @@ def _render(result) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from yoloblocks_cli.report import console
+    from yoloblocks_cli.reporting.report import console
 
     out = console()
     table = Table(title_justify="left", title=f"yb check ({result.config.path.name}, {result.config.device}, {result.config.dtype})")

@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 from typing_extensions import Annotated
 
-from yoloblocks_cli.options import BatchOpt, DeviceOpt, DtypeOpt, JsonOpt, OutputOpt, PluginOpt
+from yoloblocks_cli.commands.options import BatchOpt, DeviceOpt, DtypeOpt, JsonOpt, OutputOpt, PluginOpt
 
 TargetsArg = Annotated[List[str], typer.Argument(help="Two or more blocks (C2f, file.py:Class) or models "
                                                         "(yolov8n, path/model.yaml); deltas are against the first.")]
@@ -39,11 +39,11 @@ def register(app: typer.Typer) -> None:
             raise _Usage("--json and --markdown both print to stdout: choose one (or --output FILE for the JSON)")
         if len(targets) < 2:
             raise UsageError("compare needs at least two targets, e.g. yb compare C2f C3 --size 64x40x40")
-        from yoloblocks_cli.markdown import compare_markdown, compare_table
+        from yoloblocks_cli.checks.markdown import compare_markdown, compare_table
         from yoloblocks_cli.device import resolve_device, resolve_dtype
-        from yoloblocks_cli.measure import deltas_pct, measure
-        from yoloblocks_cli.report import base_report, console, env_info, write_json
-        from yoloblocks_cli.targets import resolve_target
+        from yoloblocks_cli.measuring.measure import deltas_pct, measure
+        from yoloblocks_cli.reporting.report import base_report, console, env_info, write_json
+        from yoloblocks_cli.loading.targets import resolve_target
 
         dev = resolve_device(device)
         built = [resolve_target(t, size, batch=batch, channels=channels, plugins=plugin or ()) for t in targets]

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import typer
 from typing_extensions import Annotated
 
-from yoloblocks_cli.options import (ArgsOpt, BatchOpt, ChannelsLastOpt, CountersOpt, DeviceOpt, DtypeOpt, JsonOpt,
+from yoloblocks_cli.commands.options import (ArgsOpt, BatchOpt, ChannelsLastOpt, CountersOpt, DeviceOpt, DtypeOpt, JsonOpt,
                                     KwargsOpt, OutputOpt, SizeOpt, ThreadsOpt, TrainOpt, parse_counters)
 
 RunsOpt = Annotated[int, typer.Option("--runs", min=1, help="Minimum timed runs (more run until the spread settles).")]
@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
 
         Example: yb inspect C2f --size 64x80x80 --size 64x40x40
         """
-        from yoloblocks_cli.spec import parse_args_list, parse_block_sizes, parse_kwargs
+        from yoloblocks_cli.loading.spec import parse_args_list, parse_block_sizes, parse_kwargs
 
         shapes = parse_block_sizes(size, batch)
         user_args = parse_args_list(args)
@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
                               device=device, dtype=dtype, channels_last=channels_last, threads=threads,
                               train=train, runs=runs, warmup=warmup, max_time=max_time,
                               latency=not no_latency, memory=not no_memory, counters=counters)
-        from yoloblocks_cli.report import status, write_json
+        from yoloblocks_cli.reporting.report import status, write_json
 
         quiet = json_out or output is not None
         with status(f"inspecting {block}") as update:
@@ -105,8 +105,8 @@ def run_inspect(opts: InspectOptions, progress: Callable[[str], None] | None = N
     import torch
 
     from yoloblocks_cli.device import resolve_device, resolve_dtype
-    from yoloblocks_cli.load import build_block, resolve_spec
-    from yoloblocks_cli.report import base_report, env_info
+    from yoloblocks_cli.loading.load import build_block, resolve_spec
+    from yoloblocks_cli.reporting.report import base_report, env_info
 
     say = progress or (lambda text: None)
     device = resolve_device(opts.device)
@@ -158,9 +158,9 @@ def _measure(loaded: Any, shape: Any, device: Any, dtype: Any, opts: InspectOpti
              say: Callable[[str], None]) -> dict[str, Any]:
     import torch
 
-    from yoloblocks_cli.bench import peak_memory, time_forward
-    from yoloblocks_cli.flops import count_flops
-    from yoloblocks_cli.report import output_shape
+    from yoloblocks_cli.measuring.bench import peak_memory, time_forward
+    from yoloblocks_cli.measuring.flops import count_flops
+    from yoloblocks_cli.reporting.report import output_shape
 
     module = loaded.module
     fmt = torch.channels_last if opts.channels_last else torch.contiguous_format
@@ -279,7 +279,7 @@ _LEGEND = ("torch = FlopCounterMode (products: matmul, conv, SDPA, custom ops) Â
 
 def render(report: dict[str, Any]) -> None:
     """The terminal report: a header, then one panel (one size) or one table (several sizes)."""
-    from yoloblocks_cli.report import console
+    from yoloblocks_cli.reporting.report import console
 
     con = console()
     env, blk = report["env"], report["block"]
@@ -301,7 +301,7 @@ def _render_one(con: Any, r: dict[str, Any]) -> None:
     from rich import box
     from rich.table import Table
 
-    from yoloblocks_cli.report import gflops, render_timing
+    from yoloblocks_cli.reporting.report import gflops, render_timing
 
     con.print(f"input       {_fmt_shape(r['input_shape'])}")
     con.print(f"output      {_fmt_shape(r['output_shape'])}")
@@ -339,7 +339,7 @@ def _render_many(con: Any, results: list[dict[str, Any]]) -> None:
     from rich import box
     from rich.table import Table
 
-    from yoloblocks_cli.report import gflops, human_bytes
+    from yoloblocks_cli.reporting.report import gflops, human_bytes
 
     table = Table(title="per size (GFLOPs = 2 x GMACs)", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for col, just in (("input", "left"), ("output", "left"), ("torch", "right"), ("ultralytics", "right"),

@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional
 import typer
 from typing_extensions import Annotated
 
-from yoloblocks_cli.options import (BatchOpt, CountersOpt, DeviceOpt, DtypeOpt, JsonOpt, OutputOpt, PluginOpt,
+from yoloblocks_cli.commands.options import (BatchOpt, CountersOpt, DeviceOpt, DtypeOpt, JsonOpt, OutputOpt, PluginOpt,
                                     ThreadsOpt, TrainOpt, parse_counters)
 
 ScaleOpt = Annotated[Optional[str], typer.Option("--scale", help="Model scale letter (n, s, m, l, x...); default from the file name.")]
@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
 
         Example: yb profile yolov8n --size 640x480
         """
-        from yoloblocks_cli.report import write_json
+        from yoloblocks_cli.reporting.report import write_json
 
         opts = dict(model=model, size=size, scale=scale, nc=nc, plugins=tuple(str(p) for p in plugin or ()),
                     dialect=dialect, device=device, dtype=dtype, batch=batch, threads=threads, train=train,
@@ -76,7 +76,7 @@ class _progress:
     STEPS = 6
 
     def __init__(self, enabled: bool):
-        from yoloblocks_cli.report import plain_output
+        from yoloblocks_cli.reporting.report import plain_output
         import sys
 
         self.enabled = enabled and not plain_output(sys.stderr)
@@ -87,7 +87,7 @@ class _progress:
             return lambda text: None
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-        from yoloblocks_cli.report import console
+        from yoloblocks_cli.reporting.report import console
 
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                             console=console(stderr=True), transient=True)
@@ -111,8 +111,8 @@ def run_profile(opts: dict[str, Any], step: Callable[[str], None] = lambda t: No
     from yoloblocks_cli.device import resolve_device, resolve_dtype
     from yoloblocks_cli.errors import CheckFailed, UsageError, YBError
     from yoloblocks_cli.runtime import freeze_imported_objects
-    from yoloblocks_cli.spec import parse_model_size
-    from yoloblocks_cli.yaml_model import build_model, ultralytics_gflops
+    from yoloblocks_cli.loading.spec import parse_model_size
+    from yoloblocks_cli.loading.yaml_model import build_model, ultralytics_gflops
 
     freeze_imported_objects()
     device = resolve_device(opts["device"])
@@ -144,12 +144,12 @@ def _measure(built: Any, shape: Any, gflops_640: float, device: Any, dtype: Any,
              step: Callable[[str], None]) -> dict[str, Any]:
     import torch
 
-    from yoloblocks_cli.bench import CPU_MEMORY_METHOD, Memory, StorageTracker, peak_memory, time_forward
+    from yoloblocks_cli.measuring.bench import CPU_MEMORY_METHOD, Memory, StorageTracker, peak_memory, time_forward
     from yoloblocks_cli.device import synchronize
-    from yoloblocks_cli.flops import COUNTERS, count_flops
-    from yoloblocks_cli.layer_profile import LayerTimer, layer_latency, layer_shapes_and_flops, table_rows
-    from yoloblocks_cli.report import base_report, env_info, output_shape
-    from yoloblocks_cli.yaml_model import summary_line
+    from yoloblocks_cli.measuring.flops import COUNTERS, count_flops
+    from yoloblocks_cli.measuring.layer_profile import LayerTimer, layer_latency, layer_shapes_and_flops, table_rows
+    from yoloblocks_cli.reporting.report import base_report, env_info, output_shape
+    from yoloblocks_cli.loading.yaml_model import summary_line
 
     model = built.model.to(device=device, dtype=dtype).eval()
     x = torch.randn(shape.dims, device=device).to(dtype)
@@ -255,7 +255,7 @@ def render(report: dict[str, Any]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from yoloblocks_cli.report import console, gflops, render_timing
+    from yoloblocks_cli.reporting.report import console, gflops, render_timing
 
     con = console()
     env, m = report["env"], report["model"]

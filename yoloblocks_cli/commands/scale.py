@@ -8,7 +8,7 @@ from typing import Any, List, Optional
 import typer
 from typing_extensions import Annotated
 
-from yoloblocks_cli.options import (ArgsOpt, BatchOpt, DeviceOpt, DtypeOpt, JsonOpt, KwargsOpt, OutputOpt,
+from yoloblocks_cli.commands.options import (ArgsOpt, BatchOpt, DeviceOpt, DtypeOpt, JsonOpt, KwargsOpt, OutputOpt,
                                     PluginOpt, ThreadsOpt)
 
 TargetsArg = Annotated[List[str], typer.Argument(help="Blocks (registry name, module:Class, file.py:Class) or models (file.yaml, yolov8n).", show_default=False)]
@@ -46,9 +46,9 @@ def register(app: typer.Typer) -> None:
         (slope, standard error, R^2, local slopes) and a non-negative c0 + c1 N + c2 N^2,
         and says in words whether the cost is linear or quadratic.
         """
-        from yoloblocks_cli import scaling
+        from yoloblocks_cli.measuring import scaling
         from yoloblocks_cli.errors import CheckFailed, UsageError
-        from yoloblocks_cli.spec import parse_args_list, parse_kwargs
+        from yoloblocks_cli.loading.spec import parse_args_list, parse_kwargs
 
         chosen = scaling.parse_metrics(metrics)
         if channels <= 0:
@@ -56,17 +56,17 @@ def register(app: typer.Typer) -> None:
         if batch is not None and batch <= 0:
             raise UsageError(f"--batch must be positive, got {batch}")
         if plot is not None:
-            from yoloblocks_cli.plots import require_matplotlib
+            from yoloblocks_cli.reporting.plots import require_matplotlib
 
             require_matplotlib(plot)
         user_args, user_kwargs = parse_args_list(args), parse_kwargs(kwargs)
 
         import torch
 
-        from yoloblocks_cli.load import import_file
+        from yoloblocks_cli.loading.load import import_file
 
         from yoloblocks_cli.device import resolve_device, resolve_dtype
-        from yoloblocks_cli.report import write_json
+        from yoloblocks_cli.reporting.report import write_json
 
         dev, dt = resolve_device(device), resolve_dtype(dtype)
         if threads is not None:
@@ -82,7 +82,7 @@ def register(app: typer.Typer) -> None:
 
         from contextlib import nullcontext
 
-        from yoloblocks_cli.report import status
+        from yoloblocks_cli.reporting.report import status
 
         results = []
         with (nullcontext(lambda text: None) if json_out else status("measuring")) as say:
@@ -92,7 +92,7 @@ def register(app: typer.Typer) -> None:
 
         title = _title(results, channels, batch or 1, dev, "model" in kinds)
         if plot is not None:
-            from yoloblocks_cli.plots import save_scale_figure
+            from yoloblocks_cli.reporting.plots import save_scale_figure
 
             save_scale_figure(results, chosen, plot, title)
         report = _report(results, targets, chosen, channels, batch or 1, dev, dt, threads, plot)
@@ -114,7 +114,7 @@ def register(app: typer.Typer) -> None:
 
 def _report(results: list, targets: list[str], metrics: tuple, channels: int, batch: int, device: Any,
             dtype: Any, threads: int | None, plot: Path | None) -> dict[str, Any]:
-    from yoloblocks_cli.report import base_report, env_info
+    from yoloblocks_cli.reporting.report import base_report, env_info
 
     report = base_report("scale", ", ".join(targets), env_info(device, dtype, threads))
     report.update({
@@ -152,8 +152,8 @@ def _render(results: list, metrics: tuple, title: str, plot: Path | None, ascii_
     from rich.table import Table
     from rich.text import Text
 
-    from yoloblocks_cli.report import console as make_console
-    from yoloblocks_cli.termchart import Series, loglog_chart
+    from yoloblocks_cli.reporting.report import console as make_console
+    from yoloblocks_cli.reporting.termchart import Series, loglog_chart
 
     console = make_console()
     console.print(Text(title, style="bold"))

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 from typing_extensions import Annotated
 
-from yoloblocks_cli.options import (ArgsOpt, DeviceOpt, DtypeOpt, JsonOpt, KwargsOpt, OutputOpt, PluginOpt,
+from yoloblocks_cli.commands.options import (ArgsOpt, DeviceOpt, DtypeOpt, JsonOpt, KwargsOpt, OutputOpt, PluginOpt,
                                     SizeOpt, ThreadsOpt)
 
 SizesOpt = Annotated[Optional[List[str]], typer.Option(
@@ -55,7 +55,7 @@ def register(app: typer.Typer) -> None:
 
         Exit 0 when every probe passes, 1 when any fails, 2 on bad input.
         """
-        from yoloblocks_cli.trace_run import TraceRequest, run_trace
+        from yoloblocks_cli.tracing.run import TraceRequest, run_trace
 
         req = TraceRequest(target=target, size=list(size or []), sizes=list(sizes or []), batch=batch,
                            scales=scales, probes=probes, no_probe=list(no_probe or []), layers=layers,

@@ -103,7 +103,7 @@ def _load_builtin() -> None:
     _BUILTIN_LOADED = True
     import importlib
 
-    for mod in ("yoloblocks_cli.dialects_repo",):
+    for mod in ("yoloblocks_cli.loading.dialects_repo",):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as exc:

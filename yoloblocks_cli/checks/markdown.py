@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from yoloblocks_cli.budget import Finding, fmt_gflops, fmt_int, fmt_ms
-from yoloblocks_cli.measure import COUNTERS, Measurement
+from yoloblocks_cli.checks.budget import Finding, fmt_gflops, fmt_int, fmt_ms
+from yoloblocks_cli.measuring.measure import COUNTERS, Measurement
 
 
 def delta_pct(value: float | None, first: float | None) -> str:

@@ -27,7 +27,7 @@ CountersOpt = Annotated[Optional[List[str]], typer.Option(
 def parse_counters(values: list[str] | None) -> tuple[str, ...]:
     """``--counter`` values -> counter names (``thop`` = ultralytics, ``dispatch`` = torch); all three by default."""
     from yoloblocks_cli.errors import UsageError
-    from yoloblocks_cli.flops import COUNTERS as counters  # no torch import at module level
+    from yoloblocks_cli.measuring.flops import COUNTERS as counters  # no torch import at module level
 
     if not values:
         return counters

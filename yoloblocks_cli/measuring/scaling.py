@@ -264,14 +264,14 @@ def _round_exponent(s: float) -> str:
 
 def _torch_flops(module: Any, inputs: Any) -> int:
     """FLOPs of one forward pass by torch's dispatch counter (FLOPs = 2 x MACs)."""
-    from yoloblocks_cli.flops import torch_flops
+    from yoloblocks_cli.measuring.flops import torch_flops
 
     return int(torch_flops(module, inputs))
 
 
 def _time_forward(module: Any, x: Any, device: Any, max_seconds: float) -> Any:
     """Median forward latency within a per-size time budget (the engine's benchmark loop)."""
-    from yoloblocks_cli.bench import time_forward
+    from yoloblocks_cli.measuring.bench import time_forward
 
     return time_forward(module, x, device, warmup=3, min_runs=5, min_seconds=min(0.1, max_seconds),
                         max_seconds=max_seconds)
@@ -279,7 +279,7 @@ def _time_forward(module: Any, x: Any, device: Any, max_seconds: float) -> Any:
 
 def _peak_memory(module: Any, x: Any, device: Any) -> Any:
     """Peak memory of one forward pass (CUDA allocator peak, or live tensor storage on CPU)."""
-    from yoloblocks_cli.bench import peak_memory
+    from yoloblocks_cli.measuring.bench import peak_memory
 
     return peak_memory(module, x, device)
 
@@ -435,7 +435,7 @@ def parse_sweep_sizes(values: Sequence[str] | None, model: bool) -> list[tuple[i
 
     A sweep must span at least two different token counts (three for a standard error).
     """
-    from yoloblocks_cli.spec import parse_model_size
+    from yoloblocks_cli.loading.spec import parse_model_size
 
     if not values:
         return list(DEFAULT_MODEL_SIZES if model else DEFAULT_BLOCK_SIZES)
@@ -467,7 +467,7 @@ class Target:
 
 
 def is_model_target(text: str) -> bool:
-    """A registered block is a block; otherwise the shared rule of ``yoloblocks_cli.targets``
+    """A registered block is a block; otherwise the shared rule of ``yoloblocks_cli.loading.targets``
     (a YAML file or a shipped model short name such as ``yolov8n``) decides."""
     t = text.strip()
     if not t.lower().endswith((".yaml", ".yml")) and ":" not in t:
@@ -475,7 +475,7 @@ def is_model_target(text: str) -> bool:
 
         if find_block(t) is not None:
             return False
-    from yoloblocks_cli.targets import is_model
+    from yoloblocks_cli.loading.targets import is_model
 
     return is_model(t)
 
@@ -489,16 +489,16 @@ def load_target(text: str, channels: int, args: list | None, kwargs: dict[str, A
         if args or kwargs:
             raise UsageError(f"{text} is a model: --args/--kwargs apply to blocks only")
         try:
-            from yoloblocks_cli.yaml_model import build_model
+            from yoloblocks_cli.loading.yaml_model import build_model
         except ModuleNotFoundError as exc:
-            if exc.name != "yoloblocks_cli.yaml_model":
+            if exc.name != "yoloblocks_cli.loading.yaml_model":
                 raise
             raise UsageError(f"cannot scale model '{text}': the YAML model builder is not part of this build") from None
         built = build_model(text, plugins=tuple(plugins))
         module, name, call, family, in_ch = built.model, text, text, None, 3
         kind = "model"
     else:
-        from yoloblocks_cli.load import load_block
+        from yoloblocks_cli.loading.load import load_block
 
         loaded = load_block(text, channels, args, kwargs)
         # an alias the user typed (MobileMQA) labels the results better than the class name

@@ -2,7 +2,7 @@
 
 Parameters and FLOPs do not depend on the machine, so their budgets are absolute and
 compared exactly. Latency does, so its budget is a ratio against a reference target
-timed in the same run (see :mod:`yoloblocks_cli.measure`): "my block may be at most
+timed in the same run (see :mod:`yoloblocks_cli.measuring.measure`): "my block may be at most
 1.5x as slow as C2f", which holds on a laptop and on a CI runner alike.
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from yoloblocks_cli.check_config import Budgets
-from yoloblocks_cli.measure import Measurement
+from yoloblocks_cli.checks.config import Budgets
+from yoloblocks_cli.measuring.measure import Measurement
 
 
 @dataclass

@@ -2,8 +2,8 @@
 
 `yb compare` and `yb check` accept blocks and models alike. A ``.yaml``/``.yml`` path or
 a shipped model short name (``yolov8n``) is a model, built by
-:func:`yoloblocks_cli.yaml_model.build_model`; anything else is a block spec for
-:func:`yoloblocks_cli.load.load_block` (registry name, ``pkg.module:Class``,
+:func:`yoloblocks_cli.loading.yaml_model.build_model`; anything else is a block spec for
+:func:`yoloblocks_cli.loading.load.load_block` (registry name, ``pkg.module:Class``,
 ``file.py:Class``). Blocks take ``CxHxW``/``BxCxHxW`` sizes, models ``S``/``HxW``/``BxCxHxW``.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from yoloblocks_cli.errors import UsageError
-from yoloblocks_cli.spec import Shape, parse_block_size, parse_model_size
+from yoloblocks_cli.loading.spec import Shape, parse_block_size, parse_model_size
 
 DEFAULT_MODEL_SIZE = "640"
 
@@ -38,9 +38,9 @@ def is_model(text: str) -> bool:
     if ":" in text or "/" in text or "\\" in text:
         return False
     try:
-        from yoloblocks_cli.yaml_model import resolve_model_path
+        from yoloblocks_cli.loading.yaml_model import resolve_model_path
     except ModuleNotFoundError as exc:  # no model builder installed: look in the shipped cfg folder
-        if exc.name != "yoloblocks_cli.yaml_model":
+        if exc.name != "yoloblocks_cli.loading.yaml_model":
             raise
         import blocks
 
@@ -81,20 +81,20 @@ def resolve_target(text: str, size: str | None = None, *, batch: int | None = No
             raise UsageError(f"{text} is a model: --args/--kwargs apply to blocks only")
         shape = model_shape(size, batch, channels)
         try:
-            from yoloblocks_cli.yaml_model import build_model
+            from yoloblocks_cli.loading.yaml_model import build_model
         except ModuleNotFoundError as exc:
-            if exc.name != "yoloblocks_cli.yaml_model":
+            if exc.name != "yoloblocks_cli.loading.yaml_model":
                 raise
-            raise UsageError(f"cannot build model {text}: yoloblocks_cli.yaml_model is not available") from None
+            raise UsageError(f"cannot build model {text}: yoloblocks_cli.loading.yaml_model is not available") from None
         built = build_model(text, scale=scale, plugins=tuple(plugins), nc=nc)
         call = text if scale is None else f"{text} (scale {scale})"
         return Target(name or text, "model", built.model, shape, call, built)
     shape = block_shape(size, batch, channels)
     for plugin in plugins:
-        from yoloblocks_cli.load import import_file
+        from yoloblocks_cli.loading.load import import_file
 
         import_file(plugin)
-    from yoloblocks_cli.load import load_block
+    from yoloblocks_cli.loading.load import load_block
 
     loaded = load_block(text, shape.channels, args, kwargs)
     return Target(name or text, "block", loaded.module, shape, loaded.call)

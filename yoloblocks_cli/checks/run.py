@@ -1,7 +1,7 @@
 """Run a `yb check` configuration: build, measure, sweep, probe, judge budgets and baseline.
 
 The command (:mod:`yoloblocks_cli.commands.check`) only renders what :func:`run_check`
-returns. Every verdict is a :class:`~yoloblocks_cli.budget.Finding`; a target that cannot
+returns. Every verdict is a :class:`~yoloblocks_cli.checks.budget.Finding`; a target that cannot
 be built or run becomes failed findings rather than aborting the run, so one CI job
 reports everything that is wrong at once. Bad configuration or bad input is still a
 :class:`~yoloblocks_cli.errors.UsageError` (exit 2).
@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from yoloblocks_cli.baseline import diff_baseline, load_baseline, write_baseline
-from yoloblocks_cli.budget import Finding, evaluate_budgets
-from yoloblocks_cli.check_config import CheckConfig, TargetConfig
+from yoloblocks_cli.checks.baseline import diff_baseline, load_baseline, write_baseline
+from yoloblocks_cli.checks.budget import Finding, evaluate_budgets
+from yoloblocks_cli.checks.config import CheckConfig, TargetConfig
 from yoloblocks_cli.errors import CheckFailed, UsageError
-from yoloblocks_cli.measure import Measurement, measure
+from yoloblocks_cli.measuring.measure import Measurement, measure
 
 
 @dataclass
@@ -40,7 +40,7 @@ class CheckResult:
 
 def _where(exc: BaseException) -> str:
     """file:line of the frame in the user's code where the block raised (trace engine's rule)."""
-    from yoloblocks_cli.trace import user_frame
+    from yoloblocks_cli.tracing.tracer import user_frame
 
     found = user_frame(exc)
     return f" (at {Path(found[0]).name}:{found[1]})" if found else ""
@@ -56,7 +56,7 @@ def _label(cfg: CheckConfig, t: TargetConfig) -> str:
 
 
 def _shape(cfg: CheckConfig, t: TargetConfig, size: str | None, key: str) -> Any:
-    from yoloblocks_cli.targets import shape_for
+    from yoloblocks_cli.loading.targets import shape_for
 
     try:
         return shape_for(t.kind, size)
@@ -78,11 +78,11 @@ def _failure_text(f: Any) -> str:
 
 def probe_target(target: Any) -> Any:
     """The trace engine's view of a target: the module with a shape tracer attached."""
-    from yoloblocks_cli.probes import Target as ProbeTarget
-    from yoloblocks_cli.trace import ShapeTracer
+    from yoloblocks_cli.tracing.probes import Target as ProbeTarget
+    from yoloblocks_cli.tracing.tracer import ShapeTracer
 
     if target.kind == "model" and target.built is not None:
-        from yoloblocks_cli.trace_run import model_layer_modules
+        from yoloblocks_cli.tracing.run import model_layer_modules
 
         tracer = ShapeTracer(target.module, layer_modules=model_layer_modules(target.built), only_layers=True)
     else:
@@ -93,7 +93,7 @@ def probe_target(target: Any) -> Any:
 def run_probes(target: Any, shapes: list[Any], probes: list[str], device: Any, dtype: Any) -> tuple[
         list[Finding], list[dict[str, Any]]]:
     """Every probe at every shape through the trace engine -> findings and JSON points."""
-    from yoloblocks_cli.probes import probe_names, run_point
+    from yoloblocks_cli.tracing.probes import probe_names, run_point
 
     enabled = [n for n in probe_names() if n in {"sweep", *probes}]
     pt = probe_target(target)
@@ -128,8 +128,8 @@ def run_check(cfg: CheckConfig, *, update_baseline: bool = False, threads: int |
               progress: Callable[[str], None] | None = None) -> CheckResult:
     """Everything the configuration asks for, in one run; the latency of all targets interleaved."""
     from yoloblocks_cli.device import resolve_device, resolve_dtype
-    from yoloblocks_cli.report import base_report, env_info
-    from yoloblocks_cli.targets import resolve_target
+    from yoloblocks_cli.reporting.report import base_report, env_info
+    from yoloblocks_cli.loading.targets import resolve_target
 
     say = progress or (lambda text: None)
     if update_baseline and cfg.baseline is None:
@@ -203,8 +203,8 @@ def run_check(cfg: CheckConfig, *, update_baseline: bool = False, threads: int |
 
 def write_junit(findings: list[Finding], path: str | Path, suite: str = "yb check") -> None:
     """JUnit XML through the shared writer: one test case per finding."""
-    from yoloblocks_cli.junit import Case
-    from yoloblocks_cli.junit import write_junit as write
+    from yoloblocks_cli.reporting.junit import Case
+    from yoloblocks_cli.reporting.junit import write_junit as write
 
     write(path, suite, [Case(classname=f"yb.check.{f.target}", name=f.check, status=f.status.lower(),
                              message=f.message, error_type="CheckFailed") for f in findings])

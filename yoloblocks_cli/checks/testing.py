@@ -1,6 +1,6 @@
 """pytest helpers: the checks of `yb check`, as assertions in a user's own test suite.
 
-    from yoloblocks_cli.testing import assert_budget, assert_traces
+    from yoloblocks_cli.checks.testing import assert_budget, assert_traces
 
     def test_my_block_survives_rectangular_batches():
         assert_traces("my_blocks.py:MyAttention", sizes=["64x40x40", "64x48x32", "64x20x15"])
@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
-from yoloblocks_cli.budget import Finding, evaluate_budgets
-from yoloblocks_cli.check_config import Budgets
-from yoloblocks_cli.measure import Measurement
+from yoloblocks_cli.checks.budget import Finding, evaluate_budgets
+from yoloblocks_cli.checks.config import Budgets
+from yoloblocks_cli.measuring.measure import Measurement
 
 Size = str | int | Sequence[int]
 
@@ -30,7 +30,7 @@ def _text(size: Size) -> str:
 
 
 def _shape(size: Size, kind: str | None) -> Any:
-    from yoloblocks_cli.targets import block_shape, model_shape
+    from yoloblocks_cli.loading.targets import block_shape, model_shape
 
     text = _text(size)
     if kind == "block" or (kind is None and text.count("x") >= 2):
@@ -39,8 +39,8 @@ def _shape(size: Size, kind: str | None) -> Any:
 
 
 def _target(target: Any, size: Size | None, args: list | None, kwargs: dict | None) -> Any:
-    """A :class:`~yoloblocks_cli.targets.Target` for a spec string or a ready module."""
-    from yoloblocks_cli.targets import Target, resolve_target
+    """A :class:`~yoloblocks_cli.loading.targets.Target` for a spec string or a ready module."""
+    from yoloblocks_cli.loading.targets import Target, resolve_target
 
     if isinstance(target, str):
         return resolve_target(target, None if size is None else _text(size), args=args, kwargs=kwargs)
@@ -61,9 +61,9 @@ def _raise(what: str, findings: Iterable[Finding]) -> None:
 def assert_traces(target: Any, sizes: Sequence[Size], *, probes: Sequence[str] = (), args: list | None = None,
                   kwargs: dict | None = None, device: str = "cpu", dtype: str = "fp32") -> None:
     """Every size must run (and pass every probe named, e.g. ``probes=["batch", "finite"]``)."""
-    from yoloblocks_cli.check_run import run_probes
+    from yoloblocks_cli.checks.run import run_probes
     from yoloblocks_cli.device import resolve_device, resolve_dtype
-    from yoloblocks_cli.probes import probe_names
+    from yoloblocks_cli.tracing.probes import probe_names
 
     if not sizes:
         raise ValueError("assert_traces needs at least one size")
@@ -82,7 +82,7 @@ def assert_budget(target: Any, *, size: Size | None = None, max_params: int | No
                   max_gflops: float | None = None, counter: str = "torch", args: list | None = None,
                   kwargs: dict | None = None) -> Measurement:
     """Parameters and FLOPs (exact, one counter) within limits; returns the measurement."""
-    from yoloblocks_cli.measure import measure
+    from yoloblocks_cli.measuring.measure import measure
 
     if max_params is None and max_gflops is None:
         raise ValueError("assert_budget needs max_params and/or max_gflops")

@@ -11,10 +11,10 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from yoloblocks_cli.budget import Finding, fmt_gflops, fmt_int, fmt_ratio
-from yoloblocks_cli.check_config import Tolerance
+from yoloblocks_cli.checks.budget import Finding, fmt_gflops, fmt_int, fmt_ratio
+from yoloblocks_cli.checks.config import Tolerance
 from yoloblocks_cli.errors import UsageError
-from yoloblocks_cli.measure import Measurement
+from yoloblocks_cli.measuring.measure import Measurement
 
 SCHEMA = "yoloblocks.report/1"
 
@@ -98,7 +98,7 @@ def diff_baseline(measurements: Sequence[Measurement], baseline: Mapping[str, Ma
 def write_atomic(path: str | Path, text: str) -> None:
     """Temp file beside ``path`` + :func:`os.replace` (the shared writer): a crash leaves
     the old baseline or the new one, never a truncated file, and no temporary file behind."""
-    from yoloblocks_cli.atomic import write_text_atomic
+    from yoloblocks_cli.reporting.atomic import write_text_atomic
 
     write_text_atomic(path, text)
 

@@ -320,7 +320,7 @@ class BuiltModel:
     @property
     def n_layers(self) -> int:
         """The "layers" of the summary line, counted the way this model's dialect counts them."""
-        from yoloblocks_cli.dialects import get_dialect
+        from yoloblocks_cli.loading.dialects import get_dialect
 
         how = get_dialect(self.dialect).fact("summary_layers")
         return self.n_leaf_modules if how == "leaves" else self.n_modules
@@ -377,7 +377,7 @@ def load_plugins(plugins: Iterable[str | Path]) -> dict[str, type]:
     """Import each plugin file; every nn.Module class it defines becomes a YAML module name."""
     from torch import nn
 
-    from yoloblocks_cli.load import import_file
+    from yoloblocks_cli.loading.load import import_file
 
     found: dict[str, type] = {}
     for p in plugins:
@@ -431,7 +431,7 @@ def build_model(path_or_name: str | Path, scale: str | None = None, plugins: Seq
 
     import blocks  # noqa: F401  (registers the library)
     from blocks.conventions import LayerContext
-    from yoloblocks_cli.dialects import detect_dialect, get_dialect
+    from yoloblocks_cli.loading.dialects import detect_dialect, get_dialect
 
     path = resolve_model_path(path_or_name)
     requested = Path(str(path_or_name))
@@ -533,7 +533,7 @@ def build_model(path_or_name: str | Path, scale: str | None = None, plugins: Seq
                                      f"{exc.__class__.__name__}: {exc}") from None
                 call_args, kwargs, c_out, repeats = res.args, dict(res.kwargs), res.c_out, res.repeats
             else:  # unregistered: width from the signature, output width from the dry run
-                from yoloblocks_cli.load import first_param_is_width
+                from yoloblocks_cli.loading.load import first_param_is_width
 
                 lead = [ch_in[0]] if (first_param_is_width(cls) and not display.startswith(("nn.", "torch.nn."))
                                        and len(ch_in) == 1) else []

@@ -76,7 +76,7 @@ class Measurement:
 
 def summarize(samples_ms: Sequence[float]) -> LatencyStats:
     """Median and inter-quartile range of timed runs (the engine's statistics)."""
-    from yoloblocks_cli.bench import _median_iqr
+    from yoloblocks_cli.measuring.bench import _median_iqr
 
     med, iqr = _median_iqr(list(samples_ms))
     return LatencyStats(med, iqr, len(samples_ms))
@@ -125,14 +125,14 @@ def count_params(module: Any) -> tuple[int, int, int]:
 
 
 def _shape_of(out: Any) -> Any:
-    from yoloblocks_cli.trace import shape_of
+    from yoloblocks_cli.reporting.report import shape_of
 
     return shape_of(out)
 
 
 def _runner(module: Any, x: Any, device: Any) -> Callable[[], float]:
-    """One timed eval pass, exactly as :func:`yoloblocks_cli.bench.time_forward` times it."""
-    from yoloblocks_cli import bench
+    """One timed eval pass, exactly as :func:`yoloblocks_cli.measuring.bench.time_forward` times it."""
+    from yoloblocks_cli.measuring import bench
 
     step = bench.make_step(module, x)
     if bench._is_cuda(device):
@@ -144,7 +144,7 @@ def measure(targets: Sequence[Any], device: str = "cpu", dtype: str = "fp32", *,
             counters: Sequence[str] = COUNTERS, latency: bool = True, memory: bool = True,
             rounds: int = 15, warmup: int = 3, reference: Callable[[str], str | None] | None = None,
             on_error: Callable[[Any, Exception], None] | None = None) -> list[Measurement]:
-    """Measure :class:`~yoloblocks_cli.targets.Target` objects together.
+    """Measure :class:`~yoloblocks_cli.loading.targets.Target` objects together.
 
     ``reference(name)`` gives the name of the target whose latency divides this one's
     (``latency_ratio``); by default the first target. A target whose forward pass raises
@@ -152,9 +152,9 @@ def measure(targets: Sequence[Any], device: str = "cpu", dtype: str = "fp32", *,
     """
     import torch
 
-    from yoloblocks_cli.bench import peak_memory
+    from yoloblocks_cli.measuring.bench import peak_memory
     from yoloblocks_cli.device import resolve_device, resolve_dtype, synchronize
-    from yoloblocks_cli.flops import count_flops
+    from yoloblocks_cli.measuring.flops import count_flops
 
     dev, dt = resolve_device(device), resolve_dtype(dtype)
     prepared = []

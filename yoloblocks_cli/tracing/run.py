@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from yoloblocks_cli.errors import UsageError
-from yoloblocks_cli.probes import Point, ProbeResult, Target, block_sweep, model_sweep, probe_names, run_point, with_batches
-from yoloblocks_cli.spec import Shape, parse_args_list, parse_block_sizes, parse_kwargs, parse_model_sizes
-from yoloblocks_cli.trace import ShapeTracer, fmt_shape
+from yoloblocks_cli.tracing.probes import Point, ProbeResult, Target, block_sweep, model_sweep, probe_names, run_point, with_batches
+from yoloblocks_cli.loading.spec import Shape, parse_args_list, parse_block_sizes, parse_kwargs, parse_model_sizes
+from yoloblocks_cli.tracing.tracer import ShapeTracer, fmt_shape
 
 DEFAULT_BLOCK_SIZE = "64x20x20"  # the P5 map of a 640 image at width 64
 DEFAULT_MODEL_SIZE = "640"
@@ -73,7 +73,7 @@ def is_model_target(text: str) -> bool:
     if ":" in text or text.endswith(".py"):
         return False
     try:
-        from yoloblocks_cli.yaml_model import resolve_model_path  # type: ignore[import-not-found]
+        from yoloblocks_cli.loading.yaml_model import resolve_model_path  # type: ignore[import-not-found]
     except ImportError:
         return False
     try:
@@ -107,7 +107,7 @@ def resolve_device_dtype(device: str, dtype: str) -> tuple[Any, Any]:
 
 def env_dict(device: Any, dtype: Any) -> dict[str, Any]:
     try:
-        from yoloblocks_cli.report import env_info  # type: ignore[import-not-found]
+        from yoloblocks_cli.reporting.report import env_info  # type: ignore[import-not-found]
 
         return env_info(device, dtype, None)
     except ImportError:
@@ -125,7 +125,7 @@ def env_dict(device: Any, dtype: Any) -> dict[str, Any]:
 
 
 def block_targets(req: TraceRequest, c1: int) -> list[Target]:
-    from yoloblocks_cli.load import load_block
+    from yoloblocks_cli.loading.load import load_block
 
     spec = plugin_spec(req.target, req.plugins)
     loaded = load_block(spec, c1, parse_args_list(req.args), parse_kwargs(req.kwargs))
@@ -162,9 +162,9 @@ def model_layer_modules(built: Any) -> list[tuple[Any, Any]]:
 
 def model_targets(req: TraceRequest) -> tuple[list[Target], int]:
     try:
-        from yoloblocks_cli.yaml_model import build_model  # type: ignore[import-not-found]
+        from yoloblocks_cli.loading.yaml_model import build_model  # type: ignore[import-not-found]
     except ImportError:
-        raise UsageError("model YAMLs need yoloblocks_cli.yaml_model, which this installation lacks") from None
+        raise UsageError("model YAMLs need yoloblocks_cli.loading.yaml_model, which this installation lacks") from None
     scales = [s.strip() for s in req.scales.split(",") if s.strip()] if req.scales else [None]
     targets, stride = [], 0
     for scale in scales:
@@ -210,8 +210,8 @@ def build_failure(exc: BaseException) -> Any:
     keeps the block's file:line."""
     import torch.nn as nn
 
-    from yoloblocks_cli import hints
-    from yoloblocks_cli.trace import locate
+    from yoloblocks_cli.tracing import hints
+    from yoloblocks_cli.tracing.tracer import locate
 
     original = exc.__cause__ or exc.__context__ or exc
     f = locate(original, ShapeTracer(nn.Identity()), [], None)
@@ -233,7 +233,7 @@ def build_failure(exc: BaseException) -> Any:
 
 def plugin_spec(target: str, plugins: Sequence[Path]) -> str:
     """`yb trace MyBlock --plugin my_blocks.py`: a bare name defined in a plugin file."""
-    from yoloblocks_cli.load import import_file
+    from yoloblocks_cli.loading.load import import_file
 
     if ":" in target:
         return target
@@ -344,14 +344,14 @@ def run_trace(req: TraceRequest) -> int:
     report = build_report(req, kind, targets, probes, points, env_dict(device, dtype))
     if req.junit is not None:
         write_junit_report(req.junit, req.target, probes, points)
-    from yoloblocks_cli.report import write_json
+    from yoloblocks_cli.reporting.report import write_json
 
     if req.output is not None:
         write_json(report, req.output)
     if req.json_out:
         write_json(report, None)
     if not req.json_out:
-        from yoloblocks_cli.trace_render import render
+        from yoloblocks_cli.tracing.render import render
 
         render(req, kind, targets, probes, points)
     return 0 if all(p.ok for p in points) else 1
@@ -359,7 +359,7 @@ def run_trace(req: TraceRequest) -> int:
 
 def build_report(req: TraceRequest, kind: str, targets: Sequence[Target], probes: Sequence[str],
                  points: Sequence[Point], env: dict[str, Any]) -> dict[str, Any]:
-    from yoloblocks_cli.report import base_report
+    from yoloblocks_cli.reporting.report import base_report
 
     report = base_report("trace", req.target, env)
     report.update({
@@ -391,7 +391,7 @@ def _int_or(label: str) -> Any:
 
 
 def write_junit_report(path: Path, target: str, probes: Sequence[str], points: Sequence[Point]) -> None:
-    from yoloblocks_cli.junit import Case, write_junit
+    from yoloblocks_cli.reporting.junit import Case, write_junit
 
     cases = []
     for p in points:

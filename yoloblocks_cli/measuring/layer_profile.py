@@ -30,7 +30,7 @@ class LayerRow:
     line: int | None = None
 
     def as_json(self) -> dict[str, Any]:
-        from yoloblocks_cli.yaml_model import _jsonable
+        from yoloblocks_cli.loading.yaml_model import _jsonable
 
         return {"index": self.index, "from": self.from_, "n": self.n, "module": self.module,
                 "args": _jsonable(self.args), "params": self.params, "output_shape": self.output_shape,
@@ -44,8 +44,8 @@ def layer_shapes_and_flops(model: Any, x: Any) -> tuple[list[Any], list[int], An
     formula registry's custom rules, as ``flops.count_flops`` counts), and the model output's shape."""
     import torch
 
-    from yoloblocks_cli.flops import thop_macs
-    from yoloblocks_cli.report import output_shape
+    from yoloblocks_cli.measuring.flops import thop_macs
+    from yoloblocks_cli.reporting.report import output_shape
 
     shapes: list[Any] = [None] * len(model.model)
     handles = [m.register_forward_hook(lambda mod, inp, out, k=k: shapes.__setitem__(k, output_shape(out)))
@@ -130,7 +130,7 @@ def table_rows(built: Any, shapes: list[Any], flops: list[int], times: list[floa
 
 def profile_layers(built: Any, x: Any, *, latency_runs: int = 3,
                    sync: Callable[[], None] | None = None) -> list[LayerRow]:
-    """The layer table of a :class:`~yoloblocks_cli.yaml_model.BuiltModel` at input ``x``."""
+    """The layer table of a :class:`~yoloblocks_cli.loading.yaml_model.BuiltModel` at input ``x``."""
     shapes, flops, _ = layer_shapes_and_flops(built.model, x)
     times = layer_latency(built.model, x, latency_runs, sync) if latency_runs > 0 else None
     return table_rows(built, shapes, flops, times)

@@ -104,8 +104,8 @@ def measure(info: Any, channels: int = REFERENCE_CHANNELS, hw: tuple[int, int] =
         return None
     import torch
 
-    from yoloblocks_cli.flops import torch_flops
-    from yoloblocks_cli.load import BlockSpec, build_block
+    from yoloblocks_cli.measuring.flops import torch_flops
+    from yoloblocks_cli.loading.load import BlockSpec, build_block
 
     spec = BlockSpec(info.name, info.cls, "registry", info)
     module = build_block(spec, channels).module.eval()
@@ -125,7 +125,7 @@ def _scaling(spec: Any, channels: int) -> dict[str, Any]:
     """Slope of log FLOPs against log(H*W) over `yb scale`'s default block sweep."""
     import torch
 
-    from yoloblocks_cli.scaling import DEFAULT_BLOCK_SIZES, load_target, sweep
+    from yoloblocks_cli.measuring.scaling import DEFAULT_BLOCK_SIZES, load_target, sweep
 
     cpu = torch.device("cpu")
     t = load_target(spec.text, channels, None, None, cpu, torch.float32)
@@ -138,9 +138,9 @@ def _scaling(spec: Any, channels: int) -> dict[str, Any]:
 
 def _trace_status(name: str, channels: int, hw: tuple[int, int] = (20, 20)) -> dict[str, Any]:
     """Whether every configuration of `yb trace`'s default block sweep passes the shape probe."""
-    from yoloblocks_cli.probes import block_sweep
-    from yoloblocks_cli.spec import Shape
-    from yoloblocks_cli.trace_run import TraceRequest, block_targets, sweep
+    from yoloblocks_cli.tracing.probes import block_sweep
+    from yoloblocks_cli.loading.spec import Shape
+    from yoloblocks_cli.tracing.run import TraceRequest, block_targets, sweep
 
     req = TraceRequest(target=name, size=[f"{channels}x{hw[0]}x{hw[1]}"])
     targets = block_targets(req, channels)

@@ -38,7 +38,7 @@ def _pretty_tokens(n: float) -> str:
 def save_scale_figure(results: Sequence[Any], metrics: Sequence[str], path: Path, title: str) -> None:
     """One subplot per metric, log-log: measured points and fitted power law per target.
 
-    ``results`` are :class:`yoloblocks_cli.scaling.TargetResult`. The file is written to a
+    ``results`` are :class:`yoloblocks_cli.measuring.scaling.TargetResult`. The file is written to a
     temporary name next to ``path`` and renamed, so a reader never sees half a figure.
     """
     require_matplotlib(path)
@@ -94,7 +94,7 @@ def _atomic_savefig(fig: Any, path: Path) -> None:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise UsageError(f"cannot write figure '{path}': no such folder '{folder}'")
-    from yoloblocks_cli.atomic import atomic_path
+    from yoloblocks_cli.reporting.atomic import atomic_path
 
     with atomic_path(path, make_parents=False) as tmp:
         fig.savefig(tmp, format=path.suffix.lower().lstrip("."), dpi=100, metadata=_stable_metadata(path))

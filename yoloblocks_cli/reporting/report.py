@@ -74,7 +74,7 @@ def write_json(report: dict[str, Any], output_path: str | Path | None = None) ->
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    from yoloblocks_cli.atomic import write_text_atomic
+    from yoloblocks_cli.reporting.atomic import write_text_atomic
 
     write_text_atomic(output_path, text)
 
@@ -141,6 +141,22 @@ def gflops(n: int | None) -> str:
 
 __all__ = ["SCHEMA", "env_info", "base_report", "write_json", "to_json", "console", "status", "plain_output",
            "human_count", "human_bytes", "gflops", "nullcontext", "render_timing", "output_shape"]
+
+
+def shape_of(value: Any) -> Any:
+    """Shape of a tensor (list of ints), or nested lists for tuples/lists of tensors; None otherwise."""
+    shape = getattr(value, "shape", None)
+    if shape is not None and hasattr(value, "dtype"):
+        return list(shape)
+    if isinstance(value, (list, tuple)):
+        inner = [shape_of(v) for v in value]
+        inner = [s for s in inner if s is not None]
+        return inner or None
+    if isinstance(value, dict):
+        inner = [shape_of(v) for v in value.values()]
+        inner = [s for s in inner if s is not None]
+        return inner or None
+    return None
 
 
 def output_shape(out: Any) -> Any:

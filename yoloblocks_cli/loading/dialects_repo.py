@@ -14,7 +14,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, Iterable, Iterator
 
-from yoloblocks_cli.dialects import Dialect, register_dialect
+from yoloblocks_cli.loading.dialects import Dialect, register_dialect
 
 # Modules only the YOLOv9 repository names (its Silence input and its decoupled heads).
 YOLOV9_SIGNATURE = frozenset({
@@ -29,7 +29,7 @@ YOLOV5_RENAME = {"Detect": "AnchorDetect"}
 YOLOV9_RENAME: dict[str, str] = {"SPPELAN": "SPPELAN_yolov9repo"}  # pools wrapped in SP modules
 
 # parse_model facts shared by both repositories (ultralytics/yolov5 v7.0, WongKinYiu/yolov9),
-# in the keys of ``yoloblocks_cli.dialects.ULTRALYTICS_FACTS``. Their width rule skips
+# in the keys of ``yoloblocks_cli.loading.dialects.ULTRALYTICS_FACTS``. Their width rule skips
 # c2 == na * (nc + 5), not c2 == nc: :class:`RepoWidthConventions` rewrites the width
 # conventions accordingly. They have no ``scales`` and no max_channels clamp.
 REPO_FACTS: dict[str, Any] = {

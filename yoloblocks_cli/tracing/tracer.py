@@ -24,25 +24,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 ROOT_LABEL = "<root>"
+from yoloblocks_cli.reporting.report import shape_of  # noqa: E402  (re-exported: probes and tests read it here)
 
 
 # --- shapes ----------------------------------------------------------------------------
-
-
-def shape_of(value: Any) -> Any:
-    """Shape of a tensor (list of ints), or nested lists for tuples/lists of tensors; None otherwise."""
-    shape = getattr(value, "shape", None)
-    if shape is not None and hasattr(value, "dtype"):
-        return list(shape)
-    if isinstance(value, (list, tuple)):
-        inner = [shape_of(v) for v in value]
-        inner = [s for s in inner if s is not None]
-        return inner or None
-    if isinstance(value, dict):
-        inner = [shape_of(v) for v in value.values()]
-        inner = [s for s in inner if s is not None]
-        return inner or None
-    return None
 
 
 def _args_shape(args: tuple) -> Any:
@@ -335,7 +320,7 @@ def is_oom(exc: BaseException) -> bool:
 def locate(exc: BaseException, tracer: ShapeTracer, frames: Sequence[Frame],
            x_shape: Sequence[int] | None = None) -> Failure:
     """Turn an exception plus the active-module stack into a :class:`Failure` with a hint."""
-    from yoloblocks_cli import hints
+    from yoloblocks_cli.tracing import hints
 
     message = str(exc).strip() or exc.__class__.__name__
     frames = list(frames)

@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.table import Table
 
-from yoloblocks_cli.catalog import Entry
+from yoloblocks_cli.catalog.entries import Entry
 
 
 def render_table(rows: list[Entry], console: Console | None = None) -> None:

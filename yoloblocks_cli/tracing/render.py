@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from yoloblocks_cli.probes import Point, Target
-from yoloblocks_cli.trace import fmt_shape
+from yoloblocks_cli.tracing.probes import Point, Target
+from yoloblocks_cli.tracing.tracer import fmt_shape
 
 _CELL = {"pass": "[green]pass[/]", "fail": "[bold red]FAIL[/]", "skip": "[dim]-[/]", "timeout": "[bold red]timeout[/]"}
 

@@ -149,7 +149,7 @@ def torch_flops(module: Any, inputs: Any) -> int:
     """FLOPs of one eval forward from the dispatch counter only (fast; no copy, no explanation)."""
     import torch
 
-    from yoloblocks_cli.dispatch_count import DispatchFlopCounter
+    from yoloblocks_cli.measuring.dispatch_count import DispatchFlopCounter
 
     _ensure_op_formulas()
     was_training = module.training
@@ -179,7 +179,7 @@ def _recorded_torch_pass(module: Any, inputs: tuple, thop_info: tuple | None,
     import torch
     from torch.overrides import TorchFunctionMode
 
-    from yoloblocks_cli.dispatch_count import DispatchFlopCounter
+    from yoloblocks_cli.measuring.dispatch_count import DispatchFlopCounter
 
     custom, hooks, zero, functional = thop_info if thop_info else ({}, {}, None, {})
     fn_stack: list[tuple[int, Any]] = []  # (call id, func) of the outermost torch function running
@@ -300,7 +300,7 @@ def fvcore_count(module: Any, inputs: Any, in_place: bool = False) -> tuple[int,
     """
     import torch
 
-    from yoloblocks_cli.jit_count import jit_count
+    from yoloblocks_cli.measuring.jit_count import jit_count
 
     captured: list[str] = []
     with _quiet(captured), torch.no_grad():  # the traced graph is the same; no autograd records kept

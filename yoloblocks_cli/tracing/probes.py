@@ -19,8 +19,8 @@ from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from yoloblocks_cli.spec import Shape
-from yoloblocks_cli.trace import (Failure, ShapeTracer, TraceResult, flatten_tensors, fmt_shape, module_source,
+from yoloblocks_cli.loading.spec import Shape
+from yoloblocks_cli.tracing.tracer import (Failure, ShapeTracer, TraceResult, flatten_tensors, fmt_shape, module_source,
                                   run_with_timeout, shape_of, traced_call)
 
 # --- sweeps ---------------------------------------------------------------------------------
@@ -399,7 +399,7 @@ def _failure_at(run: ProbeRun, mod: Any, input_shape: Any) -> Failure:
 def _user_source(run: ProbeRun, mod: Any) -> tuple[str | None, int | None]:
     """forward() of the module, or of its nearest ancestor written outside torch (a
     torch layer's own source says nothing about the user's bug)."""
-    from yoloblocks_cli.trace import is_internal
+    from yoloblocks_cli.tracing.tracer import is_internal
 
     path = run.target.tracer.paths.get(id(mod), "")
     candidates = [mod]

@@ -196,7 +196,7 @@ class StorageTracker:
     """
 
     def __init__(self) -> None:
-        from yoloblocks_cli.dispatch_count import PlainDispatchMode
+        from yoloblocks_cli.measuring.dispatch_count import PlainDispatchMode
 
         tracker = self
 

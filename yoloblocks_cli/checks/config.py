@@ -297,7 +297,7 @@ def _target(kind: str, key: str, data: Any, file: str, prefix: str, defaults: Bu
     probes = t.get("probes", [])
     if not isinstance(probes, list) or not all(isinstance(p, str) for p in probes):
         raise t.error("probes", f"must be a list of probe names such as [\"batch\"], got {probes!r}")
-    from yoloblocks_cli.probes import probe_names
+    from yoloblocks_cli.tracing.probes import probe_names
 
     known = probe_names()
     for name in probes:
@@ -322,7 +322,7 @@ def _target(kind: str, key: str, data: Any, file: str, prefix: str, defaults: Bu
 
 def _valid_sizes(table: _Table, kind: str, size: str | None, sweep: list[str]) -> None:
     """Parse every size now, so that a typo fails in a second, before any model is built."""
-    from yoloblocks_cli.targets import shape_for
+    from yoloblocks_cli.loading.targets import shape_for
 
     for key, values in (("size", [size]), ("sweep", sweep)):
         for value in values:
