@@ -88,7 +88,17 @@ def diff_baseline(measurements: Sequence[Measurement], baseline: Mapping[str, Ma
                 out.append(Finding(m.name, check, True, f"{metric} not in the baseline entry"))
                 continue
             text = f"{metric} {_fmt(metric, old)} -> {_fmt(metric, new)} {_change(metric, old, new)}"
-            if new <= tol.limit(old):
+            if metric == "latency_ratio" and getattr(m, "latency_ratio_ci", None) is not None:
+                from yoloblocks_cli.checks.budget import ratio_verdict
+
+                verdict, why = ratio_verdict(m, tol.limit(old))
+                if verdict == "inconclusive":
+                    out.append(Finding(m.name, check, True, f"{text} vs tolerance {tol}: inconclusive, {why}",
+                                       inconclusive=True))
+                    continue
+                out.append(Finding(m.name, check, verdict == "pass",
+                                   f"{text} {'within' if verdict == 'pass' else 'exceeds'} tolerance {tol}"))
+            elif new <= tol.limit(old):
                 out.append(Finding(m.name, check, True, f"{text} within tolerance {tol}"))
             else:
                 out.append(Finding(m.name, check, False, f"{text} exceeds tolerance {tol}"))

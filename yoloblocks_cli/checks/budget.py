@@ -1,7 +1,9 @@
 """Budget verdicts: exact limits on parameters and FLOPs, a ratio limit on latency.
 
 Parameters and FLOPs do not depend on the machine, so their budgets are absolute and
-compared exactly. Latency does, so its budget is a ratio against a reference target
+compared exactly. A latency verdict is pass or FAIL only when the ratio's bootstrap interval
+lies wholly on one side of the limit and the machine was quiet; otherwise it is
+"inconclusive" (``yb check`` exits 3 unless ``--fail-inconclusive``; docs/latency.md). Latency does, so its budget is a ratio against a reference target
 timed in the same run (see :mod:`yoloblocks_cli.measuring.measure`): "my block may be at most
 1.5x as slow as C2f", which holds on a laptop and on a CI runner alike.
 """
@@ -24,14 +26,18 @@ class Finding:
     ok: bool
     message: str
     skipped: bool = False  # not applicable here (e.g. the batch probe at batch 1); counts as ok
+    inconclusive: bool = False  # a latency verdict this run cannot decide (noisy machine, interval straddles)
+    seconds: float = 0.0  # wall time spent producing the evidence (JUnit testcase time)
 
     @property
     def status(self) -> str:
+        if self.inconclusive and self.ok:
+            return "inconclusive"
         return "skip" if self.skipped else "pass" if self.ok else "FAIL"
 
     def as_json(self) -> dict[str, Any]:
         return {"target": self.target, "check": self.check, "ok": self.ok, "status": self.status.lower(),
-                "message": self.message}
+                "message": self.message, "inconclusive": self.inconclusive, "seconds": round(self.seconds, 6)}
 
 
 def fmt_int(n: int) -> str:
@@ -66,7 +72,8 @@ def _over(value: float, limit: float) -> str:
     return f"{(value - limit) / limit * 100:.1f}% over" if limit else "limit is 0"
 
 
-def evaluate_budgets(m: Measurement, budgets: Budgets, counter: str = "torch") -> list[Finding]:
+def evaluate_budgets(m: Measurement, budgets: Budgets, counter: str = "torch",
+                     fail_inconclusive: bool = False) -> list[Finding]:
     """Every budget set for a target -> one finding each (in the order params, GFLOPs, latency)."""
     out: list[Finding] = []
     if budgets.max_params is not None:
@@ -91,14 +98,40 @@ def evaluate_budgets(m: Measurement, budgets: Budgets, counter: str = "torch") -
                                f"GFLOPs ({counter}) {fmt_gflops(flops / 1e9)} > max_gflops {limit_g:g} "
                                f"({_over(flops / 1e9, limit_g)})"))
     if budgets.max_latency_ratio is not None:
-        limit_r = budgets.max_latency_ratio
-        ratio = m.latency_ratio
-        if ratio is None:
-            out.append(Finding(m.name, "max_latency_ratio", False, "latency ratio unavailable: not timed"))
-        elif ratio <= limit_r:
-            out.append(Finding(m.name, "max_latency_ratio", True,
-                               f"latency {fmt_ratio(ratio)}x {m.reference} <= {limit_r:g}x"))
-        else:
-            out.append(Finding(m.name, "max_latency_ratio", False,
-                               f"latency {fmt_ratio(ratio)}x {m.reference} > max_latency_ratio {limit_r:g}x"))
+        out.append(latency_ratio_finding(m, budgets.max_latency_ratio, fail_inconclusive))
     return out
+
+
+def latency_ratio_finding(m: Measurement, limit_r: float, fail_inconclusive: bool = False) -> Finding:
+    """pass / FAIL when the ratio's interval lies wholly on one side of the limit and the machine was
+    quiet; otherwise inconclusive (a FAIL with ``fail_inconclusive``). Without an interval (an old
+    measurement) the point ratio decides."""
+    ratio, ci = m.latency_ratio, getattr(m, "latency_ratio_ci", None)
+    seconds = getattr(m.latency, "seconds", 0.0) if m.latency is not None else 0.0
+    if ratio is None:
+        return Finding(m.name, "max_latency_ratio", False, "latency ratio unavailable: not timed", seconds=seconds)
+    ci_text = f" ({100 * ci.level:.0f}% CI {fmt_ratio(ci.low)}-{fmt_ratio(ci.high)})" if ci is not None else ""
+    verdict, why = ratio_verdict(m, limit_r)
+    if verdict == "pass":
+        return Finding(m.name, "max_latency_ratio", True,
+                       f"latency {fmt_ratio(ratio)}x {m.reference} <= {limit_r:g}x{ci_text}", seconds=seconds)
+    if verdict == "fail":
+        return Finding(m.name, "max_latency_ratio", False,
+                       f"latency {fmt_ratio(ratio)}x {m.reference} > max_latency_ratio {limit_r:g}x{ci_text}",
+                       seconds=seconds)
+    text = f"latency {fmt_ratio(ratio)}x {m.reference} vs max_latency_ratio {limit_r:g}x{ci_text}: inconclusive, {why}"
+    return Finding(m.name, "max_latency_ratio", not fail_inconclusive, text, inconclusive=True, seconds=seconds)
+
+
+def ratio_verdict(m: Measurement, limit: float) -> tuple[str, str]:
+    """("pass" | "fail" | "inconclusive", why) of ``m.latency_ratio`` against ``limit``."""
+    from yoloblocks_cli.measuring.stats import judge
+
+    ratio, ci = m.latency_ratio, getattr(m, "latency_ratio_ci", None)
+    if ratio is None:
+        return "inconclusive", "not timed"
+    verdict = judge(ci, limit) if ci is not None else ("pass" if ratio <= limit else "fail")
+    noise = getattr(m.latency, "contention", None)
+    if verdict != "inconclusive" and noise is not None and noise.noisy:
+        return "inconclusive", f"measured on a noisy machine ({'; '.join(noise.reasons)})"
+    return verdict, "the interval straddles the limit (more rounds narrow it)"

@@ -9,6 +9,7 @@ reports everything that is wrong at once. Bad configuration or bad input is stil
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -36,6 +37,11 @@ class CheckResult:
     @property
     def ok(self) -> bool:
         return not self.failed
+
+    @property
+    def inconclusive(self) -> list[Finding]:
+        """Latency verdicts this run could not decide (exit 3 when nothing failed)."""
+        return [f for f in self.findings if f.inconclusive and f.ok]
 
 
 def _where(exc: BaseException) -> str:
@@ -100,7 +106,9 @@ def run_probes(target: Any, shapes: list[Any], probes: list[str], device: Any, d
     findings, points = [], []
     try:
         for shape in shapes:
+            started = time.perf_counter()
             point = run_point(pt, shape, enabled, device=device, dtype=dtype)
+            seconds = (time.perf_counter() - started) / max(1, len(point.results))  # probes share one point
             for name, r in point.results.items():
                 if r.status == "pass":
                     msg = r.detail if name != "sweep" else f"output {r.detail}"
@@ -108,7 +116,8 @@ def run_probes(target: Any, shapes: list[Any], probes: list[str], device: Any, d
                     msg = r.detail
                 else:
                     msg = _failure_text(r.failure) if r.failure is not None else r.detail
-                findings.append(Finding(target.name, f"{name} {shape}", not r.failed, msg, r.status == "skip"))
+                findings.append(Finding(target.name, f"{name} {shape}", not r.failed, msg, r.status == "skip",
+                                        seconds=seconds))
             points.append({"input_shape": list(shape.dims), "ok": point.ok, "output_shape": point.output_shape,
                            "probes": {n: r.to_json() for n, r in point.results.items()}})
     finally:
@@ -125,7 +134,7 @@ def _display(path: Path) -> str:
 
 
 def run_check(cfg: CheckConfig, *, update_baseline: bool = False, threads: int | None = None,
-              progress: Callable[[str], None] | None = None) -> CheckResult:
+              progress: Callable[[str], None] | None = None, fail_inconclusive: bool = False) -> CheckResult:
     """Everything the configuration asks for, in one run; the latency of all targets interleaved."""
     from yoloblocks_cli.device import resolve_device, resolve_dtype
     from yoloblocks_cli.reporting.report import base_report, env_info
@@ -141,12 +150,13 @@ def run_check(cfg: CheckConfig, *, update_baseline: bool = False, threads: int |
     built = []
     for t in cfg.targets:
         say(f"building {t.name}")
+        started = time.perf_counter()
         shape = _shape(cfg, t, t.size, "size")
         try:
             target = resolve_target(t.spec, str(shape) if t.kind == "block" else t.size, args=t.args,
                                     kwargs=t.kwargs, scale=t.scale, nc=t.nc, name=t.name)
         except CheckFailed as exc:
-            findings.append(Finding(t.name, "build", False, str(exc)))
+            findings.append(Finding(t.name, "build", False, str(exc), seconds=time.perf_counter() - started))
             continue
         except UsageError as exc:
             raise UsageError(f"{_label(cfg, t)} {exc}") from None
@@ -173,7 +183,11 @@ def run_check(cfg: CheckConfig, *, update_baseline: bool = False, threads: int |
             budgets = type(t.budgets)(t.budgets.max_params, t.budgets.max_gflops, None)
         else:
             budgets = t.budgets
-        findings.extend(evaluate_budgets(m, budgets, cfg.counter))
+        found = evaluate_budgets(m, budgets, cfg.counter, fail_inconclusive)
+        exact = [f for f in found if f.check != "max_latency_ratio"]
+        for f in exact:  # parameters and FLOPs come from one counting pass: they share its time
+            f.seconds = m.seconds / len(exact)
+        findings.extend(found)
         if t.sweep or t.probes:
             say(f"tracing {t.name}")
             shapes = [_shape(cfg, t, size, "sweep") for size in (t.sweep or [t.size])]
@@ -184,13 +198,21 @@ def run_check(cfg: CheckConfig, *, update_baseline: bool = False, threads: int |
     baseline_written = None
     if baseline is not None:
         say("comparing with the baseline")
-        findings.extend(diff_baseline(measurements, baseline, cfg.baseline.tolerances, cfg.counter))
+        started = time.perf_counter()
+        diffs = diff_baseline(measurements, baseline, cfg.baseline.tolerances, cfg.counter)
+        for f in diffs:
+            f.seconds = (time.perf_counter() - started) / len(diffs)
+        findings.extend(diffs)
 
+    if fail_inconclusive:  # the user opted into failing what this run could not decide
+        for f in findings:
+            f.ok = f.ok and not f.inconclusive
     report = base_report("check", _display(cfg.path), env_info(dev, dt, threads))
     report["counter"] = cfg.counter
     report["targets"] = [{**m.as_json(), **extra.get(m.name, {})} for m in measurements]
     report["checks"] = [f.as_json() for f in findings]
-    report["passed"] = sum(f.ok and not f.skipped for f in findings)
+    report["passed"] = sum(f.ok and not f.skipped and not f.inconclusive for f in findings)
+    report["inconclusive"] = sum(f.ok and f.inconclusive for f in findings)
     report["failed"] = sum(not f.ok for f in findings)
     report["skipped"] = sum(f.skipped for f in findings)
     report["ok"] = report["failed"] == 0
@@ -206,5 +228,6 @@ def write_junit(findings: list[Finding], path: str | Path, suite: str = "yb chec
     from yoloblocks_cli.reporting.junit import Case
     from yoloblocks_cli.reporting.junit import write_junit as write
 
-    write(path, suite, [Case(classname=f"yb.check.{f.target}", name=f.check, status=f.status.lower(),
-                             message=f.message, error_type="CheckFailed") for f in findings])
+    write(path, suite, [Case(classname=f"yb.check.{f.target}", name=f.check,
+                             status="skip" if f.status == "inconclusive" else f.status.lower(),
+                             message=f.message, error_type="CheckFailed", seconds=f.seconds) for f in findings])

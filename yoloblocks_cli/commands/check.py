@@ -15,6 +15,9 @@ ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="yb.toml or 
 JunitOpt = Annotated[Optional[Path], typer.Option("--junit", help="Also write the verdicts as JUnit XML.")]
 UpdateOpt = Annotated[bool, typer.Option("--update-baseline", help="Write this run as the new baseline "
                                          "(atomically; only when every other check passes).")]
+FailInconclusiveOpt = Annotated[bool, typer.Option("--fail-inconclusive", help="A latency verdict this run cannot "
+                                                  "decide (noisy machine, interval straddles the limit) fails "
+                                                  "(exit 1) instead of exit 3.")]
 MarkdownOpt = Annotated[bool, typer.Option("--markdown", help="Print the verdicts as a Markdown table "
                                            "(e.g. >> $GITHUB_STEP_SUMMARY).")]
 
@@ -23,8 +26,9 @@ def register(app: typer.Typer) -> None:
     @app.command("check")
     def check_cmd(config: ConfigOpt = None, junit: JunitOpt = None, update_baseline: UpdateOpt = False,
                   json_out: JsonOpt = False, output: OutputOpt = None, markdown: MarkdownOpt = False,
-                  threads: ThreadsOpt = None) -> None:
-        """Check blocks and models against budgets, sweeps, probes and a baseline (exit 1 on failure)."""
+                  threads: ThreadsOpt = None, fail_inconclusive: FailInconclusiveOpt = False) -> None:
+        """Check blocks and models against budgets, sweeps, probes and a baseline (exit 1 on failure,
+        3 when nothing failed but a latency verdict was inconclusive)."""
         from yoloblocks_cli.checks.config import find_config, load_config
         from yoloblocks_cli.checks.run import run_check, write_junit
         from yoloblocks_cli.reporting.report import console, write_json
@@ -34,13 +38,13 @@ def register(app: typer.Typer) -> None:
 
             raise _Usage("--json and --markdown both print to stdout: choose one (or --output FILE for the JSON)")
         cfg = load_config(config if config is not None else find_config())
-        if threads is not None:
-            import torch
+        if threads is not None or cfg.needs_latency:
+            from yoloblocks_cli.measuring.contention import apply_threads
 
-            torch.set_num_threads(threads)
+            apply_threads(threads)  # --threads, else torch's default minus the CPUs busy elsewhere
         quiet = json_out or markdown
         err = console(stderr=True)
-        result = run_check(cfg, update_baseline=update_baseline, threads=threads,
+        result = run_check(cfg, update_baseline=update_baseline, threads=threads, fail_inconclusive=fail_inconclusive,
                            progress=None if quiet else (lambda text: err.print(f"yb check: {text}")))
         if junit is not None:
             write_junit(result.findings, junit)
@@ -56,6 +60,8 @@ def register(app: typer.Typer) -> None:
             console(stderr=True).print("yb check: baseline NOT updated: fix the failed checks first")
         if not result.ok:
             raise typer.Exit(1)
+        if result.inconclusive:
+            raise typer.Exit(3)
 
 
 def _render(result) -> None:
@@ -69,11 +75,27 @@ def _render(result) -> None:
     for name in ("Target", "Check", "Result", "Detail"):
         table.add_column(name)
     for f in result.findings:
-        table.add_row(f.target, f.check, "[bold red]FAIL[/]" if not f.ok else f.status, escape(f.message))
+        status = "[bold red]FAIL[/]" if not f.ok else "[yellow]inconclusive[/]" if f.inconclusive else f.status
+        table.add_row(f.target, f.check, status, escape(f.message))
     out.print(table)
     if result.baseline_written is not None:
         out.print(f"baseline written: {result.baseline_written}")
     failed = len(result.failed)
     skipped = sum(f.skipped for f in result.findings)
-    out.print(f"{len(result.findings) - failed - skipped} passed, {failed} failed"
-              + (f", {skipped} skipped" if skipped else ""))
+    unsure = len(result.inconclusive)
+    out.print(f"{len(result.findings) - failed - skipped - unsure} passed, {failed} failed"
+              + (f", {skipped} skipped" if skipped else "") + (f", {unsure} inconclusive" if unsure else ""))
+    for line in _noise_lines(result):
+        out.print(line)
+
+
+def _noise_lines(result) -> list[str]:
+    """The machine's verdict during the interleaved rounds, with a warning when it was noisy."""
+    noise = next((m.latency.contention for m in result.measurements
+                  if m.latency is not None and getattr(m.latency, "contention", None) is not None), None)
+    if noise is None:
+        return []
+    if noise.noisy:
+        return [f"[bold yellow]warning:[/] latency timed on a noisy machine: {'; '.join(noise.reasons)} "
+                f"(see docs/latency.md)"]
+    return [f"[dim]machine while timing: {noise.summary()}[/]"]

@@ -47,6 +47,10 @@ def register(app: typer.Typer) -> None:
 
         dev = resolve_device(device)
         built = [resolve_target(t, size, batch=batch, channels=channels, plugins=plugin or ()) for t in targets]
+        if not no_latency:
+            from yoloblocks_cli.measuring.contention import apply_threads
+
+            apply_threads()  # torch's default thread count minus the CPUs busy elsewhere
         results = measure(built, str(dev), dtype, latency=not no_latency, rounds=rounds, warmup=warmup)
         environment = env_info(dev, resolve_dtype(dtype))
         if json_out or output is not None:
@@ -77,6 +81,10 @@ def register(app: typer.Typer) -> None:
             notes.append(f"latency: median of {rounds} interleaved rounds")
         notes.append(f"deltas against {results[0].target}")
         out.print("; ".join(notes))
+        from yoloblocks_cli.reporting.latency_text import rounds_lines
+
+        for line in rounds_lines(results):
+            out.print(line)
         for m in results:
             for u in m.uncounted:
                 out.print(f"note: {escape(m.target)}: {escape(u)}")

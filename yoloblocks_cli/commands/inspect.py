@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import typer
 from typing_extensions import Annotated
@@ -16,8 +16,8 @@ from typing_extensions import Annotated
 from yoloblocks_cli.commands.options import (ArgsOpt, BatchOpt, ChannelsLastOpt, CountersOpt, DeviceOpt, DtypeOpt, JsonOpt,
                                     KwargsOpt, OutputOpt, SizeOpt, ThreadsOpt, TrainOpt, parse_counters)
 
-RunsOpt = Annotated[int, typer.Option("--runs", min=1, help="Minimum timed runs (more run until the spread settles).")]
-WarmupOpt = Annotated[int, typer.Option("--warmup", min=0, help="Untimed warm-up runs before timing.")]
+RunsOpt = Annotated[Optional[int], typer.Option("--runs", min=1, help="Exactly N timed runs (default: adaptive, until the median's 95% interval is within +-5% or --max-time).")]
+WarmupOpt = Annotated[Optional[int], typer.Option("--warmup", min=0, help="Untimed warm-up runs (default: until 3 consecutive passes agree within 10%).")]
 MaxTimeOpt = Annotated[float, typer.Option("--max-time", min=0.0, help="Seconds of timing per size at most.")]
 NoLatencyOpt = Annotated[bool, typer.Option("--no-latency", help="Skip timing (shapes, parameters, FLOPs, memory only).")]
 NoMemoryOpt = Annotated[bool, typer.Option("--no-memory", help="Skip the peak-memory pass.")]
@@ -36,8 +36,8 @@ def register(app: typer.Typer) -> None:
         threads: ThreadsOpt = None,
         train: TrainOpt = False,
         batch: BatchOpt = None,
-        runs: RunsOpt = 10,
-        warmup: WarmupOpt = 3,
+        runs: RunsOpt = None,
+        warmup: WarmupOpt = None,
         max_time: MaxTimeOpt = 3.0,
         no_latency: NoLatencyOpt = False,
         no_memory: NoMemoryOpt = False,
@@ -92,8 +92,8 @@ class InspectOptions:
     channels_last: bool = False
     threads: int | None = None
     train: bool = False
-    runs: int = 10
-    warmup: int = 3
+    runs: int | None = None
+    warmup: int | None = None
     max_time: float = 3.0
     latency: bool = True
     memory: bool = True
@@ -116,7 +116,10 @@ def run_inspect(opts: InspectOptions, progress: Callable[[str], None] | None = N
             from yoloblocks_cli.errors import UsageError
 
             raise UsageError(f"--threads must be at least 1, got {opts.threads}")
-        torch.set_num_threads(opts.threads)
+    from yoloblocks_cli.measuring.contention import apply_threads
+
+    if opts.latency or opts.threads is not None:  # --threads, else torch's default minus the CPUs busy elsewhere
+        apply_threads(opts.threads)
     spec = resolve_spec(opts.block)
     built: dict[int, Any] = {}
     results = []
@@ -183,7 +186,7 @@ def _measure(loaded: Any, shape: Any, device: Any, dtype: Any, opts: InspectOpti
     result["latency_ms"] = None
     if opts.latency:
         say(f"timing {loaded.call} at {shape}")
-        lat = _guard(lambda: time_forward(module, x, device, warmup=opts.warmup, min_runs=opts.runs,
+        lat = _guard(lambda: time_forward(module, x, device, warmup=opts.warmup, runs=opts.runs,
                                           max_seconds=opts.max_time), loaded, shape, opts, device)
         result["latency_ms"] = lat.as_json()
     result["memory_bytes"] = None
@@ -194,7 +197,7 @@ def _measure(loaded: Any, shape: Any, device: Any, dtype: Any, opts: InspectOpti
         say(f"timing forward+backward (train mode) at {shape}")
         if opts.latency:
             tl = _guard(lambda: time_forward(module, x, device, train=True, warmup=opts.warmup,
-                                             min_runs=opts.runs, max_seconds=opts.max_time),
+                                             runs=opts.runs, max_seconds=opts.max_time),
                         loaded, shape, opts, device, "forward+backward")
             result["train_latency_ms"] = tl.as_json()
         if opts.memory:

@@ -18,7 +18,7 @@ from yoloblocks_cli.commands.options import (BatchOpt, CountersOpt, DeviceOpt, D
 ScaleOpt = Annotated[Optional[str], typer.Option("--scale", help="Model scale letter (n, s, m, l, x...); default from the file name.")]
 NcOpt = Annotated[Optional[int], typer.Option("--nc", help="Number of classes (overrides the YAML's nc).")]
 ModelSizeOpt = Annotated[str, typer.Option("--size", "-s", help="Input image: S, HxW or BxCxHxW; measured at that size.")]
-RunsOpt = Annotated[int, typer.Option("--runs", min=1, help="Timed runs of the whole model (after one warm-up).")]
+RunsOpt = Annotated[Optional[int], typer.Option("--runs", min=1, help="Exactly N timed runs of the whole model (default: adaptive, until the median's 95% interval is within +-5% or 10 s).")]
 LayerRunsOpt = Annotated[int, typer.Option("--layer-runs", min=0, help="CUDA: synchronised passes for the per-layer latency share (0: skip). On CPU the shares come from the timed runs.")]
 NoLatencyOpt = Annotated[bool, typer.Option("--no-latency", help="Skip timing.")]
 NoMemoryOpt = Annotated[bool, typer.Option("--no-memory", help="Skip the peak-memory measurement.")]
@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
         batch: BatchOpt = None,
         threads: ThreadsOpt = None,
         train: TrainOpt = False,
-        runs: RunsOpt = 10,
+        runs: RunsOpt = None,
         layer_runs: LayerRunsOpt = 3,
         no_latency: NoLatencyOpt = False,
         no_memory: NoMemoryOpt = False,
@@ -120,7 +120,10 @@ def run_profile(opts: dict[str, Any], step: Callable[[str], None] = lambda t: No
     if opts.get("threads") is not None:
         if opts["threads"] < 1:
             raise UsageError(f"--threads must be at least 1, got {opts['threads']}")
-        torch.set_num_threads(opts["threads"])
+    if opts.get("latency", True) or opts.get("threads") is not None:
+        from yoloblocks_cli.measuring.contention import apply_threads
+
+        apply_threads(opts.get("threads"))  # --threads, else torch's default minus the CPUs busy elsewhere
     step(f"building {opts['model']}")
     built = build_model(opts["model"], scale=opts.get("scale"), plugins=opts.get("plugins", ()), nc=opts.get("nc"),
                         dialect=opts.get("dialect"))
@@ -199,8 +202,8 @@ def _measure(built: Any, shape: Any, gflops_640: float, device: Any, dtype: Any,
         # CPU: the layer hooks stay on while the model is timed (no sync, microseconds per layer);
         # CUDA: per-layer times need a sync around every layer, so they get passes of their own.
         with (LayerTimer(model) if not cuda else contextlib.nullcontext()) as timer:
-            latency = time_forward(model, x, device, warmup=1 if cuda else 0, min_runs=opts.get("runs", 10),
-                                   max_runs=opts.get("runs", 10))
+            latency = time_forward(model, x, device, warmup=1 if cuda else 0, runs=opts.get("runs"),
+                                   min_runs=5, max_seconds=10.0)
         if cuda and opts.get("layer_runs", 3) > 0:
             times = layer_latency(model, x, opts.get("layer_runs", 3), sync=lambda: synchronize(device))
         elif timer is not None:
@@ -224,8 +227,8 @@ def _measure(built: Any, shape: Any, gflops_640: float, device: Any, dtype: Any,
     if opts.get("train"):
         step("forward+backward (train mode)")
         if opts.get("latency", True):
-            report["train_latency_ms"] = time_forward(model, x, device, train=True,
-                                                      min_runs=opts.get("runs", 10)).as_json()
+            report["train_latency_ms"] = time_forward(model, x, device, train=True, runs=opts.get("runs"),
+                                                      min_runs=5, max_seconds=10.0).as_json()
         if opts.get("memory", True):
             report["train_memory_bytes"] = peak_memory(model, x, device, train=True).as_json()
     report["options"] = {"size": opts.get("size"), "batch": shape.batch, "train": bool(opts.get("train")),

@@ -1,7 +1,9 @@
 """Latency and peak memory of one block or model, measured like a benchmark.
 
-Latency: eval mode under ``torch.inference_mode()``, warm-up, then repeated runs until the
-spread settles (or a time cap); median and IQR in ms. CUDA runs are timed with CUDA events
+Latency: eval mode under ``torch.inference_mode()``, warm-up until consecutive passes agree,
+then repeated runs until the median's confidence interval is within +-5% (or a time cap),
+or exactly ``runs`` runs; median, IQR and interval in ms, and the machine's contention
+verdict during the runs (docs/latency.md). CUDA runs are timed with CUDA events
 after ``torch.cuda.synchronize()``, CPU runs with ``time.perf_counter``. ``train=True``
 times forward + backward (of the sum of all outputs) in train mode, on a copy, so that
 batch-norm statistics and gradients of the user's module are left alone.
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import gc
-import statistics
 import time
 import weakref
 from contextlib import contextmanager
@@ -27,7 +28,13 @@ CPU_MEMORY_METHOD = "cpu-tensor-allocations (peak bytes of tensor storage alive 
 
 @dataclass
 class Latency:
-    """Timing of repeated passes; ``images_per_s`` = batch / median."""
+    """Timing of repeated passes; ``images_per_s`` = batch / median.
+
+    ``ci`` is the median's distribution-free interval (:mod:`yoloblocks_cli.measuring.stats`),
+    ``stopped`` why timing ended ("converged", "time budget", "max runs", "runs" for an
+    exact ``--runs``), ``contention`` the machine's verdict during the runs
+    (:mod:`yoloblocks_cli.measuring.contention`).
+    """
 
     median_ms: float
     iqr_ms: float
@@ -35,11 +42,33 @@ class Latency:
     images_per_s: float
     method: str = "perf_counter"
     train: bool = False
+    ci: Any = None  # stats.Interval
+    stopped: str = ""
+    target_rel: float | None = None
+    warmup_runs: int = 0
+    warmup_settled: bool | None = None
+    threads: int | None = None
+    contention: Any = None  # contention.Contention
+
+    @property
+    def noisy(self) -> bool:
+        return bool(self.contention is not None and self.contention.noisy)
 
     def as_json(self) -> dict[str, Any]:
-        return {"median": round(self.median_ms, 6), "iqr": round(self.iqr_ms, 6), "runs": self.runs,
-                "images_per_s": round(self.images_per_s, 3), "method": self.method,
-                "mode": "train forward+backward" if self.train else "eval forward (inference_mode)"}
+        out = {"median": round(self.median_ms, 6), "iqr": round(self.iqr_ms, 6), "runs": self.runs,
+               "images_per_s": round(self.images_per_s, 3), "method": self.method,
+               "mode": "train forward+backward" if self.train else "eval forward (inference_mode)"}
+        if self.ci is not None:
+            out["ci"] = self.ci.as_json()
+            out["ci_rel"] = round(self.ci.rel_halfwidth(self.median_ms), 4) if self.median_ms > 0 else None
+        out["stopped"] = self.stopped
+        out["target_rel"] = self.target_rel
+        out["warmup"] = {"runs": self.warmup_runs, "settled": self.warmup_settled}
+        out["threads"] = self.threads
+        if self.contention is not None:
+            out["contention"] = self.contention.as_json()
+            out["noisy"] = self.contention.noisy
+        return out
 
 
 @dataclass
@@ -99,45 +128,91 @@ def make_step(module: Any, x: Any, train: bool = False) -> Callable[[], Any]:
     return train_step
 
 
-def time_forward(module: Any, x: Any, device: Any, *, train: bool = False, warmup: int = 3,
+def time_forward(module: Any, x: Any, device: Any, *, train: bool = False, warmup: int | None = None,
                  min_runs: int = 10, min_seconds: float = 0.25, max_seconds: float = 3.0,
-                 max_runs: int = 10_000, rel_iqr: float = 0.05) -> Latency:
-    """Median and IQR of repeated passes, stopping when IQR/median <= ``rel_iqr``
-    after ``min_runs`` runs and ``min_seconds``, or at ``max_seconds``/``max_runs``."""
+                 max_runs: int = 10_000, rel_iqr: float | None = None, runs: int | None = None,
+                 target_rel: float = 0.05, level: float = 0.95, clock: Callable[[], float] = time.perf_counter,
+                 reader: Callable[[], Any] | None = None, cpus: int | None = None) -> Latency:
+    """Median, IQR and the median's interval of repeated passes.
+
+    ``runs=N``: exactly N timed runs, whatever the time. Otherwise adaptive: after
+    ``min_runs`` runs and ``min_seconds``, stop once the median's ``level`` interval is
+    within +-``target_rel`` (or IQR/median <= ``rel_iqr`` when given); stop anyway at
+    ``max_seconds`` (with at least 3 runs) or ``max_runs``. ``warmup=None`` warms up until
+    three consecutive passes agree within 10% (at most a third of ``max_seconds``, 50
+    passes); an integer is an exact count. ``reader`` takes the contention readings (default:
+    this machine's ``/proc``); ``clock`` times CPU passes (tests inject both).
+    """
     import torch
+
+    from yoloblocks_cli.measuring import contention as cont
+    from yoloblocks_cli.measuring import stats
 
     if train:
         module = copy.deepcopy(module)
     step = make_step(module, x, train)
     cuda = _is_cuda(device)
-    warm_start = time.perf_counter()
-    for i in range(max(0, warmup)):
-        step()
-        if time.perf_counter() - warm_start > max_seconds:
-            break  # one slow pass already warmed up: do not spend the whole budget warming
+    read = reader or cont.read
+    timed: Callable[[], float] = (lambda: _time_cuda(step, device)) if cuda else (lambda: _time_cpu(step, clock))
+    warm_start = clock()
+    warm: list[float] = []
+    settled: bool | None = None
+    if warmup is None:
+        budget = max_seconds / 3.0
+        while True:
+            warm.append(timed())
+            settled = stats.warmup_settled(warm)
+            if settled or clock() - warm_start >= budget or len(warm) >= 50:
+                break
+    else:
+        for _ in range(max(0, warmup)):
+            step()
+            warm.append(0.0)
+            if clock() - warm_start > max_seconds:
+                break  # one slow pass already warmed up: do not spend the whole budget warming
     if cuda:
         torch.cuda.synchronize(device)
+    before = read()
     times: list[float] = []
-    started = time.perf_counter()
+    started = clock()
+    next_check = max(2, min_runs)
+    stopped = "runs"
     while True:
-        times.append(_time_cuda(step, device) if cuda else _time_cpu(step))
-        elapsed = time.perf_counter() - started
+        times.append(timed())
         n = len(times)
-        if n >= max_runs or elapsed >= max_seconds and n >= 2:
-            break
-        if n >= min_runs and elapsed >= min_seconds:
-            med, iqr = _median_iqr(times)
-            if med <= 0 or iqr / med <= rel_iqr:
+        if runs is not None:
+            if n >= runs:
                 break
-    med, iqr = _median_iqr(times)
+            continue
+        elapsed = clock() - started
+        if n >= max_runs:
+            stopped = "max runs"
+            break
+        if elapsed >= max_seconds and n >= min(3, max_runs):
+            stopped = "time budget"
+            break
+        if n >= min_runs and elapsed >= min_seconds and n >= next_check:
+            next_check = max(n + 1, int(n * 1.1))
+            med, iqr = stats.median_iqr(times)
+            if stats.converged(times, target_rel, level) or (
+                    rel_iqr is not None and (med <= 0 or iqr / med <= rel_iqr)):
+                stopped = "converged"
+                break
+    after = read()
+    summary = stats.summarize(times, level)
+    med, iqr = summary.median, summary.iqr
+    threads = int(torch.get_num_threads())
+    verdict = cont.assess(before, after, threads=threads, cpus=cpus or cont.usable_cpus(), cuda=cuda,
+                          spread=iqr / med if med > 0 else None, affinity=cont.affinity())
     return Latency(med, iqr, len(times), _batch(x) * 1000.0 / med if med > 0 else float("inf"),
-                   "cuda-events" if cuda else "perf_counter", train)
+                   "cuda-events" if cuda else "perf_counter", train, summary.ci, stopped,
+                   None if runs is not None else target_rel, len(warm), settled, threads, verdict)
 
 
-def _time_cpu(step: Callable[[], Any]) -> float:
-    t0 = time.perf_counter()
+def _time_cpu(step: Callable[[], Any], clock: Callable[[], float] = time.perf_counter) -> float:
+    t0 = clock()
     step()
-    return (time.perf_counter() - t0) * 1000.0
+    return (clock() - t0) * 1000.0
 
 
 def _time_cuda(step: Callable[[], Any], device: Any) -> float:
@@ -154,10 +229,9 @@ def _time_cuda(step: Callable[[], Any], device: Any) -> float:
 
 
 def _median_iqr(values: list[float]) -> tuple[float, float]:
-    if len(values) < 2:
-        return (values[0] if values else 0.0), 0.0
-    q = statistics.quantiles(values, n=4, method="inclusive")
-    return statistics.median(values), q[2] - q[0]
+    from yoloblocks_cli.measuring.stats import median_iqr
+
+    return median_iqr(values)
 
 
 def peak_memory(module: Any, x: Any, device: Any, train: bool = False) -> Memory:

@@ -12,6 +12,7 @@ Counting, memory and the timing of one pass come from the engine (``flops``, ``b
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -25,9 +26,14 @@ class LatencyStats:
     median_ms: float
     iqr_ms: float
     runs: int
+    ci: Any = None  # stats.Interval of the median (measuring/rounds.py)
+    contention: Any = None  # contention.Contention during the rounds
+    seconds: float = 0.0  # wall time of this target's timed runs
 
     def as_json(self) -> dict[str, Any]:
-        return {"median": self.median_ms, "iqr": self.iqr_ms, "runs": self.runs}
+        from yoloblocks_cli.measuring.rounds import extra_json
+
+        return {"median": self.median_ms, "iqr": self.iqr_ms, "runs": self.runs, **extra_json(self)}
 
 
 @dataclass
@@ -49,6 +55,8 @@ class Measurement:
     memory_method: str | None = None
     latency_ratio: float | None = None  # latency / latency of `reference`, same run
     reference: str | None = None
+    latency_ratio_ci: Any = None  # stats.Interval, bootstrap over rounds (measuring/rounds.py)
+    seconds: float = 0.0  # wall time spent counting and measuring memory (not timing)
 
     def gflops(self, counter: str = "torch") -> float | None:
         value = self.flops.get(counter)
@@ -68,6 +76,7 @@ class Measurement:
                              if self.memory_peak is not None else None),
             "latency_ratio": self.latency_ratio,
             "reference": self.reference,
+            "latency_ratio_ci": self.latency_ratio_ci.as_json() if self.latency_ratio_ci is not None else None,
         }
 
 
@@ -160,6 +169,7 @@ def measure(targets: Sequence[Any], device: str = "cpu", dtype: str = "fp32", *,
     prepared = []
     results: list[Measurement] = []
     for t in targets:
+        started = time.perf_counter()
         module = t.module.to(device=dev, dtype=dt).eval()
         x = torch.randn(*t.shape.dims, device=dev, dtype=dt)
         total, trainable, buffers = count_params(module)
@@ -178,18 +188,17 @@ def measure(targets: Sequence[Any], device: str = "cpu", dtype: str = "fp32", *,
         if memory:
             mem = peak_memory(module, x, dev)
             m.memory_peak, m.memory_method = mem.peak_bytes, mem.method
+        m.seconds = time.perf_counter() - started
         prepared.append((module, x))
         results.append(m)
     if latency and results:
+        from yoloblocks_cli.measuring import contention, rounds as stats_of
+
         synchronize(dev)
+        before = contention.read()
         samples = interleaved([_runner(mod, x, dev) for mod, x in prepared], rounds=rounds, warmup=warmup)
+        verdict = stats_of.verdict_of(before, contention.read(), samples, dev.type == "cuda")
         for m, s in zip(results, samples):
-            m.latency = summarize(s)
-        by_name = {m.name: m for m in results}
-        pick = reference or (lambda name: results[0].name)
-        for m in results:
-            ref = by_name.get(pick(m.name) or "")
-            if ref is not None and ref.latency and m.latency:
-                m.latency_ratio = m.latency.median_ms / ref.latency.median_ms
-                m.reference = ref.name
+            m.latency = stats_of.latency_of(s, verdict)
+        stats_of.assign_ratios(results, samples, reference or (lambda name: results[0].name))
     return results

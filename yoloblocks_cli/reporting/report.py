@@ -176,14 +176,11 @@ def output_shape(out: Any) -> Any:
 
 def render_timing(con: Any, r: dict[str, Any]) -> None:
     """The latency and peak-memory lines shared by `yb inspect` and `yb profile`."""
-    lat = r.get("latency_ms")
-    if lat:
-        con.print(f"latency     {lat['median']:.3f} ms median · IQR {lat['iqr']:.3f} ms · {lat['runs']} runs · "
-                  f"{lat['images_per_s']:,.1f} images/s  [dim]({lat['method']}, {lat['mode']})[/]")
-    tl = r.get("train_latency_ms")
-    if tl:
-        con.print(f"train       {tl['median']:.3f} ms median · IQR {tl['iqr']:.3f} ms · {tl['runs']} runs · "
-                  f"{tl['images_per_s']:,.1f} images/s  [dim]({tl['method']}, {tl['mode']})[/]")
+    from yoloblocks_cli.reporting.latency_text import latency_lines
+
+    for key, label in (("latency_ms", "latency"), ("train_latency_ms", "train")):
+        for line in latency_lines(r.get(key), label):
+            con.print(line)
     mem = r.get("memory_bytes")
     if mem:
         con.print(f"peak memory {human_bytes(mem['peak'])} ({mem['peak']:,} bytes)  [dim]{mem['method']}[/]")
