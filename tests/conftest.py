@@ -48,3 +48,16 @@ def cuda_available() -> bool:
 
 
 requires_cuda = pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs a CUDA device")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_thread_choice():
+    """`yb` commands run in process choose torch's thread count once per process: undo it after each test."""
+    import torch
+
+    from yoloblocks_cli.measuring import contention
+
+    threads = torch.get_num_threads()
+    yield
+    contention._CHOSEN = None
+    torch.set_num_threads(threads)

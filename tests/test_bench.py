@@ -105,9 +105,8 @@ def test_time_forward_cpu_statistics():
             calls.append(torch.is_inference_mode_enabled())
             return x + 1
 
-    lat = time_forward(Counting(), torch.randn(3, 2), torch.device("cpu"), warmup=2, min_runs=5,
-                       min_seconds=0.0, max_seconds=5.0)
-    assert lat.runs >= 5 and len(calls) == lat.runs + 2
+    lat = time_forward(Counting(), torch.randn(3, 2), torch.device("cpu"), warmup=2, runs=5)
+    assert lat.runs == 5 and len(calls) == 5 + 2
     assert all(calls)  # eval passes run under inference_mode
     assert lat.method == "perf_counter"
     assert lat.images_per_s == pytest.approx(3 * 1000.0 / lat.median_ms)
@@ -126,8 +125,7 @@ def test_train_timing_runs_backward_in_train_mode():
             return self.lin(x), self.lin(x) * 2  # a tuple output: both summed
 
     m = Probe().eval()
-    lat = time_forward(m, torch.randn(2, 4), torch.device("cpu"), train=True, warmup=1, min_runs=2,
-                       min_seconds=0.0)
+    lat = time_forward(m, torch.randn(2, 4), torch.device("cpu"), train=True, warmup=1, runs=2)
     assert lat.train and all(seen) and not m.training  # copy in train mode, the user's stays eval
     assert m.lin.weight.grad is None
 
@@ -179,9 +177,10 @@ def test_cuda_timing_uses_events_after_synchronize(monkeypatch):
     lat = time_forward(_Logged(log), torch.randn(4, 3), torch.device("cuda"), warmup=1, min_runs=2,
                        min_seconds=0.0, max_seconds=10.0)
     assert lat.method == "cuda-events" and lat.median_ms == 2.5 and lat.iqr_ms == 0.0
-    assert lat.runs == 2 and lat.images_per_s == pytest.approx(4 * 1000 / 2.5)
+    # adaptive: the first n with a full 95% interval of the median is 6 (here [2.5, 2.5], within +-5%)
+    assert lat.runs == 6 and lat.stopped == "converged" and lat.images_per_s == pytest.approx(4 * 1000 / 2.5)
     one_run = ["record:start", "forward", "record:end", "synchronize", "elapsed_time"]
-    assert log.events == ["forward", "synchronize"] + one_run * 2  # warm-up, sync, then timed runs
+    assert log.events == ["forward", "synchronize"] + one_run * 6  # warm-up, sync, then timed runs
 
 
 def test_cuda_peak_memory_is_allocator_peak_minus_baseline(monkeypatch):
