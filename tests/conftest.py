@@ -61,3 +61,14 @@ def _fresh_thread_choice():
     yield
     contention._CHOSEN = None
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def quiet_machine(monkeypatch):
+    """Latency verdicts as on a quiet machine, whatever the load of this one (injected readings)."""
+    from yoloblocks_cli.measuring import contention
+
+    quiet = contention.Reading(0.0, 0.0, None, 0.0, None)
+    monkeypatch.setattr(contention, "other_busy_now", lambda seconds=0.2: 0.0)
+    monkeypatch.setattr("yoloblocks_cli.measuring.rounds.verdict_of",
+                        lambda b, a, samples, cuda: contention.assess(quiet, quiet, threads=1, cpus=2))

@@ -342,7 +342,7 @@ PASSING = f"""
 """
 
 
-def test_check_passes_writes_baseline_junit_and_json(tmp_path, capsys):
+def test_check_passes_writes_baseline_junit_and_json(tmp_path, capsys, quiet_machine):
     _write(tmp_path, PASSING)
     code, out, err = yb_in(tmp_path, capsys, "check", "--update-baseline", "--junit", "junit.xml")
     assert code == 0, out + err
@@ -364,7 +364,7 @@ def test_check_passes_writes_baseline_junit_and_json(tmp_path, capsys):
         "max_params", "baseline params", "baseline gflops"}
 
 
-def test_check_fails_with_exit_1_and_keeps_the_baseline(tmp_path, capsys):
+def test_check_fails_with_exit_1_and_keeps_the_baseline(tmp_path, capsys, quiet_machine):
     _write(tmp_path, PASSING)
     assert yb_in(tmp_path, capsys, "check", "--update-baseline")[0] == 0
     before = (tmp_path / "base.json").read_bytes()

@@ -217,7 +217,7 @@ def run_check(cfg: CheckConfig, *, update_baseline: bool = False, threads: int |
     report["skipped"] = sum(f.skipped for f in findings)
     report["ok"] = report["failed"] == 0
     if update_baseline:
-        if report["ok"]:
+        if report["ok"] and not report["inconclusive"]:  # a noisy latency is not recorded as the reference
             write_baseline(cfg.baseline.file, report)
             baseline_written = cfg.baseline.file
     return CheckResult(cfg, measurements, findings, report, baseline_written, extra)

@@ -57,7 +57,9 @@ def register(app: typer.Typer) -> None:
         if not quiet:
             _render(result)
         if update_baseline and result.baseline_written is None:
-            console(stderr=True).print("yb check: baseline NOT updated: fix the failed checks first")
+            console(stderr=True).print("yb check: baseline NOT updated: " + (
+                "fix the failed checks first" if not result.ok else
+                "a latency verdict was inconclusive (rerun on a quieter machine, or raise rounds)"))
         if not result.ok:
             raise typer.Exit(1)
         if result.inconclusive:
@@ -78,6 +80,8 @@ def _render(result) -> None:
         status = "[bold red]FAIL[/]" if not f.ok else "[yellow]inconclusive[/]" if f.inconclusive else f.status
         table.add_row(f.target, f.check, status, escape(f.message))
     out.print(table)
+    for line in _noise_lines(result):
+        out.print(line)
     if result.baseline_written is not None:
         out.print(f"baseline written: {result.baseline_written}")
     failed = len(result.failed)
@@ -85,8 +89,6 @@ def _render(result) -> None:
     unsure = len(result.inconclusive)
     out.print(f"{len(result.findings) - failed - skipped - unsure} passed, {failed} failed"
               + (f", {skipped} skipped" if skipped else "") + (f", {unsure} inconclusive" if unsure else ""))
-    for line in _noise_lines(result):
-        out.print(line)
 
 
 def _noise_lines(result) -> list[str]:

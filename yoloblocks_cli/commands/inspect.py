@@ -363,6 +363,10 @@ def _render_many(con: Any, results: list[dict[str, Any]]) -> None:
             row.append(f"{tl['median']:.3f}" if tl else "-")
         table.add_row(*row)
     con.print(table)
+    from yoloblocks_cli.reporting.latency_text import sizes_lines
+
+    for line in sizes_lines(results):
+        con.print(line)
     seen: set = set()
     for r in results:
         key = tuple(r["flops"].get("uncounted", [])) + tuple(r["flops"].get("notes", []))

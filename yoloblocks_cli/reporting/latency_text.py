@@ -76,3 +76,14 @@ def rounds_lines(measurements: list[Any]) -> list[str]:
     elif noise is not None:
         lines.append(f"[dim]machine while timing: {noise.summary()}[/]")
     return lines
+
+
+def sizes_lines(results: list[dict[str, Any]]) -> list[str]:
+    """`yb inspect` with several sizes: one warning naming the sizes timed on a noisy machine."""
+    noisy = [r for r in results if ((r.get("latency_ms") or {}).get("contention") or {}).get("verdict") == "noisy"]
+    if not noisy:
+        return []
+    sizes = ", ".join("x".join(str(d) for d in r["input_shape"]) for r in noisy)
+    reasons = noisy[0]["latency_ms"]["contention"]["reasons"]
+    return [f"[bold yellow]warning:[/] timed on a noisy machine at {sizes}: {'; '.join(reasons)}; these latencies "
+            f"may be off by a large factor (see {DOC})"]
