@@ -33,7 +33,7 @@ def latency_lines(lat: dict[str, Any] | None, label: str = "latency") -> list[st
     if ci:
         rel = lat.get("ci_rel")
         pm = f" (+-{100 * rel:.1f}%)" if rel is not None else ""
-        head += f" · {int(100 * ci['level'] + 1e-9)}% CI [{_ms(ci['low'])}, {_ms(ci['high'])}]{pm}"
+        head += f" · {95 if ci['level'] >= 0.95 else int(100 * ci['level'])}% CI [{_ms(ci['low'])}, {_ms(ci['high'])}]{pm}"
     head += f" · IQR {_ms(lat['iqr'])} ms · {lat['runs']} runs"
     stopped = {"runs": "as asked by --runs", "time budget": "time budget reached"}.get(lat.get("stopped") or "",
                                                                                      lat.get("stopped"))
