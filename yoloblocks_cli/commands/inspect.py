@@ -102,8 +102,6 @@ class InspectOptions:
 
 def run_inspect(opts: InspectOptions, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Load the block, run it at every size and return the JSON report (schema yoloblocks.report/1)."""
-    import torch
-
     from yoloblocks_cli.device import resolve_device, resolve_dtype
     from yoloblocks_cli.loading.load import build_block, resolve_spec
     from yoloblocks_cli.reporting.report import base_report, env_info

@@ -106,8 +106,6 @@ class _progress:
 
 def run_profile(opts: dict[str, Any], step: Callable[[str], None] = lambda t: None) -> dict[str, Any]:
     """Build, count and time; return the JSON report (schema yoloblocks.report/1)."""
-    import torch
-
     from yoloblocks_cli.device import resolve_device, resolve_dtype
     from yoloblocks_cli.errors import CheckFailed, UsageError, YBError
     from yoloblocks_cli.runtime import freeze_imported_objects

@@ -61,16 +61,16 @@ def register(app: typer.Typer) -> None:
             require_matplotlib(plot)
         user_args, user_kwargs = parse_args_list(args), parse_kwargs(kwargs)
 
-        import torch
-
         from yoloblocks_cli.loading.load import import_file
 
         from yoloblocks_cli.device import resolve_device, resolve_dtype
         from yoloblocks_cli.reporting.report import write_json
 
         dev, dt = resolve_device(device), resolve_dtype(dtype)
-        if threads is not None:
-            torch.set_num_threads(threads)
+        if threads is not None or "latency" in chosen:
+            from yoloblocks_cli.measuring.contention import apply_threads
+
+            apply_threads(threads)  # --threads, else torch's default minus the CPUs busy elsewhere
         for path in plugin or []:
             import_file(path)
         loaded = [scaling.load_target(t, channels, user_args, user_kwargs, dev, dt, batch or 1, plugin or [])
