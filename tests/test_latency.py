@@ -369,3 +369,31 @@ def test_check_exit_3_when_noisy_1_with_fail_inconclusive_0_when_quiet(tmp_path,
     verdict = next(c for c in report["checks"] if c["check"] == "max_latency_ratio")["status"]
     assert verdict == ("pass" if hi <= 50 else "fail" if lo > 50 else "inconclusive")
     assert code == {"pass": 0, "fail": 1, "inconclusive": 3}[verdict]
+
+
+# ----------------------------------------------------------------------------- interleaved rounds
+
+
+def test_rounds_adaptive_until_medians_and_ratios_settle_else_exact():
+    from yoloblocks_cli.measuring import rounds
+
+    order: list[str] = []
+
+    def runner(name: str, values: list[float]):
+        it = iter(values)
+        return lambda: (order.append(name), next(it))[1]
+
+    steady = [runner("a", [2.0] * 100), runner("b", [1.0] * 100)]
+    pairs = rounds.ref_pairs(["a", "b"], lambda n: "b")
+    assert pairs == [(0, 1)]
+    s = rounds.timed_rounds(steady, None, 0, pairs, clock=lambda: 0.0)
+    assert [len(x) for x in s] == [10, 10]  # settled at the first check (min_rounds)
+    assert order[:4] == ["a", "b", "b", "a"]  # the start rotates every round
+
+    wobbly = [runner("a", [2.0, 3.0, 2.0, 5.0] * 50), runner("b", [1.0] * 200)]
+    clock = iter(float(t) for t in range(1000))  # one "second" per clock reading
+    s = rounds.timed_rounds(wobbly, None, 0, pairs, max_seconds=20.0, clock=lambda: next(clock))
+    assert len(s[0]) == 20  # never within +-5%: stopped by the time budget
+
+    exact = [runner("a", [2.0] * 10), runner("b", [1.0] * 10)]
+    assert [len(x) for x in rounds.timed_rounds(exact, 3, 0, pairs)] == [3, 3]

@@ -12,7 +12,7 @@ Schema (yb.toml; in pyproject.toml every table is prefixed with ``tool.yoloblock
     counter = "torch"         # FLOP counter that budgets and the baseline use
     reference = "c2f"         # default latency reference: the name of a target
     latency = false           # time targets even without a latency budget
-    rounds = 15               # interleaved latency rounds (one run of every target each)
+    rounds = 15               # exactly N interleaved latency rounds (default: until every ratio is known to +-5%, 10 s at most)
     warmup = 3                # untimed runs of every target before the rounds
 
     [budgets]                 # defaults for every target
@@ -131,7 +131,7 @@ class CheckConfig:
     dtype: str = "fp32"
     counter: str = "torch"
     latency: bool = False
-    rounds: int = 15
+    rounds: int | None = None  # None: adaptive (measuring/rounds.py)
     warmup: int = 3
     baseline: BaselineConfig | None = None
 
@@ -364,7 +364,7 @@ def parse_config(data: dict, path: Path, prefix: str = "") -> CheckConfig:
         dtype=root.string("dtype", DTYPES) or "fp32",
         counter=root.string("counter", COUNTERS) or "torch",
         latency=bool(root.boolean("latency")),
-        rounds=root.number("rounds", integer=True, minimum=1) or 15,
+        rounds=root.number("rounds", integer=True, minimum=1) or None,
         warmup=root.number("warmup", integer=True) if root.get("warmup") is not None else 3,
     )
 

@@ -17,8 +17,9 @@ OptSizeOpt = Annotated[Optional[str], typer.Option("--size", "-s", help="Input: 
 ChannelsOpt = Annotated[Optional[int], typer.Option("--channels", "-c", help="Input channels: with --size HxW "
                                                     "for blocks; image channels for models (default 3).")]
 MarkdownOpt = Annotated[bool, typer.Option("--markdown", help="Print a Markdown table (for a paper or a PR).")]
-RoundsOpt = Annotated[int, typer.Option("--rounds", min=1, help="Interleaved timing rounds (one run of each "
-                                        "target per round).")]
+RoundsOpt = Annotated[Optional[int], typer.Option("--rounds", min=1, help="Exactly N interleaved timing rounds (one "
+                                                  "run of each target per round; default: until every latency and "
+                                                  "ratio is known to +-5%, 10 s at most).")]
 WarmupOpt = Annotated[int, typer.Option("--warmup", min=0, help="Untimed rounds before timing.")]
 NoLatencyOpt = Annotated[bool, typer.Option("--no-latency", help="Skip timing (parameters and FLOPs only).")]
 
@@ -27,7 +28,7 @@ def register(app: typer.Typer) -> None:
     @app.command("compare")
     def compare_cmd(targets: TargetsArg, size: OptSizeOpt = None, batch: BatchOpt = None,
                     channels: ChannelsOpt = None, device: DeviceOpt = "cpu", dtype: DtypeOpt = "fp32",
-                    rounds: RoundsOpt = 20, warmup: WarmupOpt = 3, no_latency: NoLatencyOpt = False,
+                    rounds: RoundsOpt = None, warmup: WarmupOpt = 3, no_latency: NoLatencyOpt = False,
                     markdown: MarkdownOpt = False, json_out: JsonOpt = False, output: OutputOpt = None,
                     plugin: PluginOpt = None) -> None:
         """Compare blocks or models: parameters, GFLOPs (each counter), latency, peak memory, deltas in %."""
@@ -56,7 +57,7 @@ def register(app: typer.Typer) -> None:
         if json_out or output is not None:
             report = base_report("compare", " vs ".join(m.target for m in results), environment)
             report["targets"] = [{**m.as_json(), "delta_pct": deltas_pct(m, results[0])} for m in results]
-            report["rounds"] = 0 if no_latency else rounds
+            report["rounds"] = 0 if no_latency or results[0].latency is None else results[0].latency.runs
             write_json(report, output)
             if not json_out:
                 console().print(f"wrote {output}")
@@ -78,7 +79,7 @@ def register(app: typer.Typer) -> None:
         out.print(table)
         notes = ["FLOPs = 2 x MACs"]
         if not no_latency:
-            notes.append(f"latency: median of {rounds} interleaved rounds")
+            notes.append(f"latency: median of {results[0].latency.runs if results[0].latency else 0} interleaved rounds")
         notes.append(f"deltas against {results[0].target}")
         out.print("; ".join(notes))
         from yoloblocks_cli.reporting.latency_text import rounds_lines

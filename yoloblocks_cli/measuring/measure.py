@@ -151,7 +151,7 @@ def _runner(module: Any, x: Any, device: Any) -> Callable[[], float]:
 
 def measure(targets: Sequence[Any], device: str = "cpu", dtype: str = "fp32", *,
             counters: Sequence[str] = COUNTERS, latency: bool = True, memory: bool = True,
-            rounds: int = 15, warmup: int = 3, reference: Callable[[str], str | None] | None = None,
+            rounds: int | None = 15, warmup: int = 3, reference: Callable[[str], str | None] | None = None,
             on_error: Callable[[Any, Exception], None] | None = None) -> list[Measurement]:
     """Measure :class:`~yoloblocks_cli.loading.targets.Target` objects together.
 
@@ -196,9 +196,11 @@ def measure(targets: Sequence[Any], device: str = "cpu", dtype: str = "fp32", *,
 
         synchronize(dev)
         before = contention.read()
-        samples = interleaved([_runner(mod, x, dev) for mod, x in prepared], rounds=rounds, warmup=warmup)
+        pick = reference or (lambda name: results[0].name)
+        samples = stats_of.timed_rounds([_runner(mod, x, dev) for mod, x in prepared], rounds, warmup,
+                                        stats_of.ref_pairs([m.name for m in results], pick))  # rounds=None: adaptive
         verdict = stats_of.verdict_of(before, contention.read(), samples, dev.type == "cuda")
         for m, s in zip(results, samples):
             m.latency = stats_of.latency_of(s, verdict)
-        stats_of.assign_ratios(results, samples, reference or (lambda name: results[0].name))
+        stats_of.assign_ratios(results, samples, pick)
     return results

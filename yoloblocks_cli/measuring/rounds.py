@@ -10,6 +10,7 @@ limit lies inside the interval cannot be decided from this run (``yb check`` say
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Sequence
 
 
@@ -60,3 +61,55 @@ def assign_ratios(results: Sequence[Any], samples: Sequence[Sequence[float]],
         m.latency_ratio = m.latency.median_ms / ref.latency.median_ms
         m.latency_ratio_ci = ratio_ci(samples[i], samples[j])
         m.reference = ref.name
+
+
+def ref_pairs(names: Sequence[str], pick: Callable[[str], str | None]) -> list[tuple[int, int]]:
+    """(target, reference) index pairs whose ratio is reported."""
+    index = {n: i for i, n in enumerate(names)}
+    return [(i, index[r]) for i, n in enumerate(names) if (r := pick(n)) in index and index[r] != i]
+
+
+def settled(samples: Sequence[Sequence[float]], pairs: Sequence[tuple[int, int]], target_rel: float) -> bool:
+    """Every median and every ratio known to +-``target_rel`` (95%)."""
+    from yoloblocks_cli.measuring.stats import converged, median_iqr, ratio_ci
+
+    if not all(converged(s, target_rel) for s in samples):
+        return False
+    for i, j in pairs:
+        den = median_iqr(samples[j])[0]
+        if den <= 0:
+            return False
+        ratio = median_iqr(samples[i])[0] / den
+        if ratio_ci(samples[i], samples[j], resamples=400).rel_halfwidth(ratio) > target_rel:
+            return False
+    return True
+
+
+def timed_rounds(runners: Sequence[Callable[[], float]], rounds: int | None, warmup: int,
+                 pairs: Sequence[tuple[int, int]] = (), *, min_rounds: int = 10, max_rounds: int = 2000,
+                 max_seconds: float = 10.0, target_rel: float = 0.05,
+                 clock: Callable[[], float] = time.perf_counter) -> list[list[float]]:
+    """Interleaved rounds (each round times every runner once, starting one further along):
+    exactly ``rounds`` when given, else until every median and ratio is known to +-5% (after
+    ``min_rounds``), or ``max_seconds`` (at least 3 rounds), or ``max_rounds``."""
+    n = len(runners)
+    for _ in range(warmup):
+        for run in runners:
+            run()
+    samples: list[list[float]] = [[] for _ in range(n)]
+    started, next_check, r = clock(), min_rounds, 0
+    while True:
+        for k in range(n):
+            i = (r + k) % n
+            samples[i].append(runners[i]())
+        r += 1
+        if rounds is not None:
+            if r >= rounds:
+                return samples
+            continue
+        if r >= max_rounds or (clock() - started >= max_seconds and r >= 3):
+            return samples
+        if r >= next_check:
+            next_check = max(r + 1, int(r * 1.1))
+            if settled(samples, pairs, target_rel):
+                return samples
