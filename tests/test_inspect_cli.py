@@ -257,4 +257,5 @@ def test_fp16_op_missing_on_cpu_is_a_usage_error(yb_in, tmp_path):
 
 def test_threads_must_be_positive(yb_in):
     code, _, err = yb_in("inspect", "C2f", "--size", "64x8x8", "--threads", "0")
-    assert code == 2 and _one_line(err) == "error: --threads must be at least 1, got 0"
+    assert code == 2 and _one_line(err) == ("error: yb inspect: Invalid value for '--threads': 0 is not in the "
+                                            "range x>=1. (see yb inspect --help)")
