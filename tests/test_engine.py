@@ -5,23 +5,7 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
-from yoloblocks_cli.app import main
-
-
-@pytest.fixture
-def yb_in(capsys, monkeypatch):
-    monkeypatch.setenv("NO_COLOR", "1")
-    monkeypatch.setenv("COLUMNS", "200")
-
-    def run(*args: str):
-        with pytest.raises(SystemExit) as exc:
-            main(list(args))
-        out, err = capsys.readouterr()
-        return exc.value.code, out, err
-
-    return run
 
 
 def test_engine_measures_c2f_as_the_pinned_figures():
