@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 
 
-
-
 def test_engine_measures_c2f_as_the_pinned_figures():
     from yoloblocks_cli.loading.targets import resolve_target
     from yoloblocks_cli.measuring.engine import Plan, measure
