@@ -33,6 +33,23 @@ def yb():
     return run_yb
 
 
+@pytest.fixture
+def yb_in(capsys, monkeypatch):
+    """Run the CLI in this process (fast: torch is already imported); returns (code, out, err)."""
+    from yoloblocks_cli.app import main
+
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "200")
+
+    def run(*args: str):
+        with pytest.raises(SystemExit) as exc:
+            main(list(args))
+        out, err = capsys.readouterr()
+        return exc.value.code, out, err
+
+    return run
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     import torch

@@ -24,21 +24,6 @@ def c2f_64_flops(h: int, w: int) -> int:
     return 2 * (64 * 64 + 2 * 32 * 32 * 9 + 96 * 64) * h * w
 
 
-@pytest.fixture
-def yb_in(capsys, monkeypatch):
-    """Run the CLI in this process (fast: torch is already imported); returns (code, out, err)."""
-    monkeypatch.setenv("NO_COLOR", "1")
-    monkeypatch.setenv("COLUMNS", "200")
-
-    def run(*args: str):
-        with pytest.raises(SystemExit) as exc:
-            main(list(args))
-        out, err = capsys.readouterr()
-        return exc.value.code, out, err
-
-    return run
-
-
 def write(tmp_path: Path, name: str, body: str) -> Path:
     path = tmp_path / name
     path.write_text(textwrap.dedent(body))
@@ -257,4 +242,5 @@ def test_fp16_op_missing_on_cpu_is_a_usage_error(yb_in, tmp_path):
 
 def test_threads_must_be_positive(yb_in):
     code, _, err = yb_in("inspect", "C2f", "--size", "64x8x8", "--threads", "0")
-    assert code == 2 and _one_line(err) == "error: --threads must be at least 1, got 0"
+    assert code == 2 and _one_line(err) == ("error: yb inspect: Invalid value for '--threads': 0 is not in the "
+                                            "range x>=1. (see yb inspect --help)")

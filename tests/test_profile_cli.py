@@ -96,13 +96,12 @@ def test_one_shared_counting_pass_gives_what_separate_passes_give():
     and shapes as separate passes on copies."""
     import torch
 
-    from yoloblocks_cli.commands.profile import run_profile
+    from yoloblocks_cli.measuring.runs import ProfileOptions, profile_report
     from yoloblocks_cli.measuring.flops import count_flops
     from yoloblocks_cli.measuring.layer_profile import layer_shapes_and_flops
     from yoloblocks_cli.loading.yaml_model import build_model
 
-    report = run_profile(dict(model="yolov8n", size="96x64", device="cpu", dtype="fp32", latency=False,
-                              memory=False))
+    report = profile_report(ProfileOptions(model="yolov8n", size="96x64", latency=False, memory=False))
     built = build_model("yolov8n")
     x = torch.randn(1, 3, 96, 64)
     shapes, layer_flops, out = layer_shapes_and_flops(built.model, x)
@@ -137,7 +136,7 @@ def test_cpu_memory_from_the_counting_pass_equals_a_warm_pass(monkeypatch, model
 
     import blocks
     from yoloblocks_cli.measuring import bench
-    from yoloblocks_cli.commands.profile import run_profile
+    from yoloblocks_cli.measuring.runs import ProfileOptions, profile_report
     from yoloblocks_cli.loading.yaml_model import build_model
 
     if model.endswith(".yaml"):
@@ -147,7 +146,7 @@ def test_cpu_memory_from_the_counting_pass_equals_a_warm_pass(monkeypatch, model
     calls = []
     real = bench.peak_memory
     monkeypatch.setattr(bench, "peak_memory", lambda *a, **k: calls.append(a) or real(*a, **k))
-    report = run_profile(dict(model=model, size="256x192", device="cpu", dtype="fp32", latency=False))
+    report = profile_report(ProfileOptions(model=model, size="256x192", latency=False))
     assert bool(calls) == separate_pass
     net, x = build_model(model).model.eval(), torch.randn(1, 3, 256, 192)
     with torch.inference_mode():

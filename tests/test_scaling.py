@@ -177,10 +177,13 @@ def test_sweep_sizes_parse_square_and_rectangular():
 # ------------------------------------------------------------------ measured physics
 
 
+def _target(name: str, family, module, channels: int) -> scaling.ScaleTarget:
+    return scaling.ScaleTarget(name, "block", f"{name}()", family, module.eval(), 1, channels, CPU, torch.float32)
+
+
 def _flops_fit(spec: str, channels: int = 16, kwargs: dict | None = None, sizes=scaling.DEFAULT_BLOCK_SIZES):
     target = scaling.load_target(spec, channels, None, kwargs, CPU, torch.float32)
-    result = scaling.sweep(target.name, target.kind, target.call, target.family, target.module,
-                           target.make_input, sizes, CPU, ("flops",))
+    result = scaling.sweep(target, sizes, ("flops",))
     assert not result.failed, [p.error for p in result.failed]
     return result, result.fits[0]
 
@@ -213,8 +216,7 @@ class SoftmaxAttention(nn.Module):
 def test_softmax_attention_flops_are_exactly_8c2n_plus_4cn2_and_tend_to_quadratic():
     c = 16
     model = SoftmaxAttention(c).eval()
-    result = scaling.sweep("SoftmaxAttention", "block", "SoftmaxAttention(16)", "attention", model,
-                           lambda h, w: torch.randn(1, c, h, w), scaling.DEFAULT_BLOCK_SIZES, CPU, ("flops",))
+    result = scaling.sweep(_target("SoftmaxAttention", "attention", model, c), scaling.DEFAULT_BLOCK_SIZES, ("flops",))
     assert [p.flops for p in result.points] == [8 * c * c * n + 4 * c * n * n for n in TOKENS]
     fit = result.fits[0]
     assert fit.local[-1]["slope"] > 1.8
@@ -228,8 +230,7 @@ def test_softmax_attention_flops_are_exactly_8c2n_plus_4cn2_and_tend_to_quadrati
 def test_memory_sweep_of_a_conv_chain_counts_activations_exactly():
     model = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1)).eval()
     sizes = scaling.DEFAULT_BLOCK_SIZES[:4]
-    result = scaling.sweep("chain", "block", "chain", None, model, lambda h, w: torch.randn(1, 8, h, w),
-                           sizes, CPU, ("memory",))
+    result = scaling.sweep(_target("chain", None, model, 8), sizes, ("memory",))
     # conv1 output and relu output are alive together; the input and weights are not counted
     assert [p.memory_bytes for p in result.points] == [2 * 8 * h * w * 4 for h, w in sizes]
     assert abs(result.fits[0].power.slope - 1.0) < 1e-9
@@ -242,8 +243,7 @@ def test_a_block_failing_at_some_sizes_keeps_the_fit_of_the_others():
             n = int(math.isqrt(h * w))
             return x.flatten(2).view(b, c, n, n) * 2
 
-    result = scaling.sweep("SquareOnly", "block", "SquareOnly()", None, SquareOnly(),
-                           lambda h, w: torch.randn(1, 4, h, w), scaling.DEFAULT_BLOCK_SIZES[:5], CPU, ("memory",))
+    result = scaling.sweep(_target("SquareOnly", None, SquareOnly(), 4), scaling.DEFAULT_BLOCK_SIZES[:5], ("memory",))
     assert [(p.height, p.width) for p in result.failed] == [(8, 16), (16, 32)]
     assert result.failed[0].error.startswith("RuntimeError: shape '[1, 4, 11, 11]' is invalid")
     assert result.fits[0].power.n == 3 and abs(result.fits[0].power.slope - 1.0) < 1e-9

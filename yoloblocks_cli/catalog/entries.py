@@ -102,18 +102,21 @@ def measure(info: Any, channels: int = REFERENCE_CHANNELS, hw: tuple[int, int] =
     cost a sweep of sizes each). Heads and glue are not measured."""
     if info.family in UNMEASURED_FAMILIES:
         return None
-    import torch
-
-    from yoloblocks_cli.measuring.flops import torch_flops
     from yoloblocks_cli.loading.load import BlockSpec, build_block
+    from yoloblocks_cli.loading.spec import Shape
+    from yoloblocks_cli.loading.targets import Target
+    from yoloblocks_cli.measuring.engine import Plan
+    from yoloblocks_cli.measuring.engine import measure as engine_measure
 
     spec = BlockSpec(info.name, info.cls, "registry", info)
-    module = build_block(spec, channels).module.eval()
-    x = torch.randn(1, channels, *hw)
+    loaded = build_block(spec, channels)
+    shape = Shape(1, channels, *hw)
+    m = engine_measure(Target(info.name, "block", loaded.module, shape, loaded.call), shape,
+                       Plan(counters=("torch",), latency=False, memory=False))
     out: dict[str, Any] = {
         "reference_input": f"1x{channels}x{hw[0]}x{hw[1]}",
-        "params": sum(p.numel() for p in module.parameters()),
-        "flops": torch_flops(module, x),
+        "params": m.params,
+        "flops": m.flops["torch"],
     }
     if sweeps:
         out.update(_scaling(spec, channels))
@@ -129,7 +132,7 @@ def _scaling(spec: Any, channels: int) -> dict[str, Any]:
 
     cpu = torch.device("cpu")
     t = load_target(spec.text, channels, None, None, cpu, torch.float32)
-    result = sweep(t.name, t.kind, t.call, t.family, t.module, t.make_input, DEFAULT_BLOCK_SIZES, cpu, ("flops",))
+    result = sweep(t, DEFAULT_BLOCK_SIZES, ("flops",))
     fit = result.fits[0]
     if fit.power is None:
         return {}

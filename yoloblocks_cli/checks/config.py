@@ -59,7 +59,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 CONFIG_FILES = ("yb.toml", "pyproject.toml")
-COUNTERS = ("torch", "ultralytics", "fvcore")
+from yoloblocks_cli.measuring.flops import COUNTERS  # noqa: E402 (no torch at import)
 DEVICES = re.compile(r"^(cpu|cuda|cuda:\d+|mps)$")
 DTYPES = ("fp32", "fp16", "bf16")
 BUDGET_KEYS = ("max_params", "max_gflops", "max_latency_ratio")

@@ -9,11 +9,12 @@ import typer
 from typing_extensions import Annotated
 
 SizeOpt = Annotated[List[str], typer.Option("--size", "-s", help="Input size: CxHxW or BxCxHxW for a block; S, HxW or BxCxHxW for a model. Repeat or comma-separate for several.")]
+BlockSizeOpt = Annotated[List[str], typer.Option("--size", "-s", help="Input size of the block: CxHxW or BxCxHxW. Repeat or comma-separate for several.")]
 ArgsOpt = Annotated[Optional[str], typer.Option("--args", help="Constructor arguments after the input width, as a Python literal list, e.g. '[8, 48, 48]'.")]
 KwargsOpt = Annotated[Optional[List[str]], typer.Option("--kwargs", help="Constructor keyword argument name=value (literal); repeatable.")]
 DeviceOpt = Annotated[str, typer.Option("--device", "-d", help="cpu, cuda or cuda:N.")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16.")]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: torch's choice).")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch (default: torch's choice).")]
 ChannelsLastOpt = Annotated[bool, typer.Option("--channels-last", help="Feed channels_last (NHWC) memory format.")]
 TrainOpt = Annotated[bool, typer.Option("--train", help="Also time forward+backward in train mode.")]
 BatchOpt = Annotated[Optional[int], typer.Option("--batch", "-b", help="Batch size (overrides the B in --size).")]

@@ -8,11 +8,12 @@ from typing import Any, List, Optional
 import typer
 from typing_extensions import Annotated
 
-from yoloblocks_cli.commands.options import (ArgsOpt, BatchOpt, DeviceOpt, DtypeOpt, JsonOpt, KwargsOpt, OutputOpt,
+from yoloblocks_cli.commands.options import (ArgsOpt, DeviceOpt, DtypeOpt, JsonOpt, KwargsOpt, OutputOpt,
                                     PluginOpt, ThreadsOpt)
 
 TargetsArg = Annotated[List[str], typer.Argument(help="Blocks (registry name, module:Class, file.py:Class) or models (file.yaml, yolov8n).", show_default=False)]
 ChannelsOpt = Annotated[int, typer.Option("--channels", "-c", help="Input width C fed to every block.")]
+BatchOpt = Annotated[Optional[int], typer.Option("--batch", "-b", min=1, help="Batch size of every measured input (default 1).")]
 SizesOpt = Annotated[Optional[List[str]], typer.Option("--sizes", help="Spatial sizes S or HxW, comma-separated; default 8x8..64x64 for blocks, 128..512x1024 for models.")]
 MetricsOpt = Annotated[str, typer.Option("--metrics", "-m", help="Comma list of flops, latency, memory (latency and memory cost time).")]
 PlotOpt = Annotated[Optional[Path], typer.Option("--plot", help="Write a log-log figure (.png, .svg or .pdf; needs matplotlib).")]
@@ -87,8 +88,8 @@ def register(app: typer.Typer) -> None:
         results = []
         with (nullcontext(lambda text: None) if json_out else status("measuring")) as say:
             for t in loaded:
-                results.append(scaling.sweep(t.name, t.kind, t.call, t.family, t.module, t.make_input, grid, dev,
-                                             chosen, progress=lambda text: say(f"measuring {text}"), max_seconds=time_per_size))
+                results.append(scaling.sweep(t, grid, chosen, progress=lambda text: say(f"measuring {text}"),
+                                             max_seconds=time_per_size))
 
         title = _title(results, channels, batch or 1, dev, "model" in kinds)
         if plot is not None:

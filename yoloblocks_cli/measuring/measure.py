@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from yoloblocks_cli.errors import CheckFailed
-
-COUNTERS = ("torch", "ultralytics", "fvcore")
+from yoloblocks_cli.measuring.flops import COUNTERS
 
 
 @dataclass
@@ -38,7 +37,12 @@ class LatencyStats:
 
 @dataclass
 class Measurement:
-    """What one target costs at one input shape (a row of `yb compare`, an entry of `yb check`)."""
+    """What one target costs at one input shape: the result of :func:`.engine.measure`.
+
+    A row of `yb compare`, an entry of `yb check`, one size of `yb inspect`, the whole of
+    `yb profile` (with ``layers``), a point of `yb scale`. ``as_json()`` is the contract's
+    per-size object; fields that were not measured are None (train ones are left out).
+    """
 
     name: str
     kind: str  # "block" or "model"
@@ -57,20 +61,27 @@ class Measurement:
     reference: str | None = None
     latency_ratio_ci: Any = None  # stats.Interval, bootstrap over rounds (measuring/rounds.py)
     seconds: float = 0.0  # wall time spent counting and measuring memory (not timing)
+    flops_report: Any = None  # the full flops.FlopsReport (per-op counts, notes, MACs)
+    memory: Any = None  # bench.Memory
+    train_latency: Any = None  # bench.Latency of forward+backward
+    train_memory: Any = None  # bench.Memory of forward+backward
+    layers: list[Any] | None = None  # layer_profile.LayerRow per YAML layer (yb profile)
 
     def gflops(self, counter: str = "torch") -> float | None:
         value = self.flops.get(counter)
         return None if value is None else value / 1e9
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        flops = (self.flops_report.as_json() if self.flops_report is not None else
+                 {**{c: self.flops.get(c) for c in COUNTERS}, "uncounted": list(self.uncounted)})
+        out = {
             "name": self.name,
             "kind": self.kind,
             "target": self.target,
             "input_shape": list(self.input_shape),
             "output_shape": self.output_shape,
             "params": {"total": self.params, "trainable": self.trainable, "buffers": self.buffers},
-            "flops": {**{c: self.flops.get(c) for c in COUNTERS}, "uncounted": list(self.uncounted)},
+            "flops": flops,
             "latency_ms": self.latency.as_json() if self.latency else None,
             "memory_bytes": ({"peak": self.memory_peak, "method": self.memory_method}
                              if self.memory_peak is not None else None),
@@ -78,6 +89,13 @@ class Measurement:
             "reference": self.reference,
             "latency_ratio_ci": self.latency_ratio_ci.as_json() if self.latency_ratio_ci is not None else None,
         }
+        if self.train_latency is not None:
+            out["train_latency_ms"] = self.train_latency.as_json()
+        if self.train_memory is not None:
+            out["train_memory_bytes"] = self.train_memory.as_json()
+        if self.layers is not None:
+            out["layers"] = [row.as_json() for row in self.layers]
+        return out
 
 
 # ----------------------------------------------------------------------------- pure parts
@@ -127,18 +145,6 @@ def deltas_pct(m: Measurement, first: Measurement) -> dict[str, float | None]:
 # ----------------------------------------------------------------------------- torch parts
 
 
-def count_params(module: Any) -> tuple[int, int, int]:
-    params = list(module.parameters())
-    return (sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad),
-            sum(b.numel() for b in module.buffers()))
-
-
-def _shape_of(out: Any) -> Any:
-    from yoloblocks_cli.reporting.report import shape_of
-
-    return shape_of(out)
-
-
 def _runner(module: Any, x: Any, device: Any) -> Callable[[], float]:
     """One timed eval pass, exactly as :func:`yoloblocks_cli.measuring.bench.time_forward` times it."""
     from yoloblocks_cli.measuring import bench
@@ -159,37 +165,25 @@ def measure(targets: Sequence[Any], device: str = "cpu", dtype: str = "fp32", *,
     (``latency_ratio``); by default the first target. A target whose forward pass raises
     is a :class:`CheckFailed`, or, with ``on_error``, reported there and left out.
     """
-    import torch
-
-    from yoloblocks_cli.measuring.bench import peak_memory
     from yoloblocks_cli.device import resolve_device, resolve_dtype, synchronize
-    from yoloblocks_cli.measuring.flops import count_flops
+    from yoloblocks_cli.measuring.engine import Plan, make_input
+    from yoloblocks_cli.measuring.engine import measure as engine_measure
 
     dev, dt = resolve_device(device), resolve_dtype(dtype)
+    plan = Plan(counters=tuple(counters), latency=False, memory=memory)
     prepared = []
     results: list[Measurement] = []
     for t in targets:
         started = time.perf_counter()
-        module = t.module.to(device=dev, dtype=dt).eval()
-        x = torch.randn(*t.shape.dims, device=dev, dtype=dt)
-        total, trainable, buffers = count_params(module)
         try:
-            with torch.no_grad():
-                out = module(x)
-        except Exception as exc:
-            if on_error is not None:
-                on_error(t, exc)
-                continue
-            raise CheckFailed(f"{t.call} failed on input {t.shape}: {exc.__class__.__name__}: {exc}") from exc
-        report = count_flops(module, x, counters=tuple(counters))
-        m = Measurement(name=t.name, kind=t.kind, target=t.call, input_shape=list(t.shape.dims), params=total,
-                        trainable=trainable, buffers=buffers, flops={c: getattr(report, c) for c in COUNTERS},
-                        uncounted=list(report.uncounted), output_shape=_shape_of(out))
-        if memory:
-            mem = peak_memory(module, x, dev)
-            m.memory_peak, m.memory_method = mem.peak_bytes, mem.method
-        m.seconds = time.perf_counter() - started
-        prepared.append((module, x))
+            m = engine_measure(t, t.shape, plan, device=dev, dtype=dt, dtype_label=dtype)
+        except CheckFailed as exc:
+            if on_error is None:
+                raise
+            on_error(t, exc.__cause__ or exc)
+            continue
+        m.seconds = time.perf_counter() - started  # building the input, counting, memory (JUnit time)
+        prepared.append((t.module, make_input(t.shape, dev, dt)))
         results.append(m)
     if latency and results:
         from yoloblocks_cli.measuring import contention, rounds as stats_of

@@ -262,28 +262,6 @@ def _round_exponent(s: float) -> str:
 # --------------------------------------------------------------------------- measurement
 
 
-def _torch_flops(module: Any, inputs: Any) -> int:
-    """FLOPs of one forward pass by torch's dispatch counter (FLOPs = 2 x MACs)."""
-    from yoloblocks_cli.measuring.flops import torch_flops
-
-    return int(torch_flops(module, inputs))
-
-
-def _time_forward(module: Any, x: Any, device: Any, max_seconds: float) -> Any:
-    """Median forward latency within a per-size time budget (the engine's benchmark loop)."""
-    from yoloblocks_cli.measuring.bench import time_forward
-
-    return time_forward(module, x, device, warmup=3, min_runs=5, min_seconds=min(0.1, max_seconds),
-                        max_seconds=max_seconds)
-
-
-def _peak_memory(module: Any, x: Any, device: Any) -> Any:
-    """Peak memory of one forward pass (CUDA allocator peak, or live tensor storage on CPU)."""
-    from yoloblocks_cli.measuring.bench import peak_memory
-
-    return peak_memory(module, x, device)
-
-
 # --------------------------------------------------------------------------- sweep
 
 
@@ -386,21 +364,35 @@ def wants_poly(family: str | None) -> bool:
     return family in (None, "attention", "ssm", "mlp")
 
 
-def measure(module: Any, x: Any, device: Any, metrics: Sequence[str], point: Point,
+def measure(target: "ScaleTarget", h: int, w: int, metrics: Sequence[str], point: Point,
             max_seconds: float = 0.5) -> None:
-    """Fill ``point`` with the chosen metrics; any exception becomes ``point.error``."""
+    """Fill ``point`` with the chosen metrics through the one engine; a failure at this size
+    becomes ``point.error`` (a finding, not a crash)."""
+    from yoloblocks_cli.errors import CheckFailed
+    from yoloblocks_cli.loading.spec import Shape
+    from yoloblocks_cli.measuring.engine import Plan
+    from yoloblocks_cli.measuring.engine import measure as engine_measure
+
+    plan = Plan(counters=("torch",) if "flops" in metrics else (), memory="memory" in metrics,
+                latency="latency" in metrics, warmup=3, min_runs=5, min_seconds=min(0.1, max_seconds),
+                max_seconds=max_seconds)
+    shape = Shape(target.batch, target.channels, h, w)
     try:
-        if "flops" in metrics:
-            point.flops = _torch_flops(module, x)
-        if "memory" in metrics:
-            mem = _peak_memory(module, x, device)
-            point.memory_bytes, point.memory_method = int(mem.peak_bytes), str(mem.method)
-        if "latency" in metrics:
-            lat = _time_forward(module, x, device, max_seconds)
-            point.latency_ms, point.latency_iqr_ms, point.latency_runs = (
-                float(lat.median_ms), float(lat.iqr_ms), int(lat.runs))
-    except Exception as exc:  # the block failing at this size is a finding, not a crash
+        m = engine_measure(target, shape, plan, device=target.device, dtype=target.dtype)
+    except CheckFailed as exc:
+        cause = exc.__cause__ or exc
+        point.error = f"{cause.__class__.__name__}: {_first_line(cause)}"
+        return
+    except Exception as exc:  # noqa: BLE001 - the input could not even be made at this size
         point.error = f"{exc.__class__.__name__}: {_first_line(exc)}"
+        return
+    if "flops" in metrics:
+        point.flops = m.flops.get("torch")
+    if m.memory is not None:
+        point.memory_bytes, point.memory_method = int(m.memory.peak_bytes), str(m.memory.method)
+    if m.latency is not None:
+        point.latency_ms, point.latency_iqr_ms, point.latency_runs = (
+            float(m.latency.median_ms), float(m.latency.iqr_ms), int(m.latency.runs))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -408,25 +400,18 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else ""
 
 
-def sweep(name: str, kind: str, call: str, family: str | None, module: Any,
-          make_input: Callable[[int, int], Any], sizes: Sequence[tuple[int, int]], device: Any,
-          metrics: Sequence[str], progress: Callable[[str], None] | None = None,
-          max_seconds: float = 0.5) -> TargetResult:
+def sweep(target: "ScaleTarget", sizes: Sequence[tuple[int, int]], metrics: Sequence[str],
+          progress: Callable[[str], None] | None = None, max_seconds: float = 0.5) -> TargetResult:
     """Measure one constructed target at every size and fit every metric."""
-    result = TargetResult(name, kind, call, family)
+    result = TargetResult(target.name, target.kind, target.call, target.family)
     for h, w in sizes:
         if progress is not None:
-            progress(f"{name} {h}x{w}")
+            progress(f"{target.name} {h}x{w}")
         point = Point(h, w)
-        try:
-            x = make_input(h, w)
-        except Exception as exc:
-            point.error = f"{exc.__class__.__name__}: {_first_line(exc)}"
-        else:
-            measure(module, x, device, metrics, point, max_seconds)
+        measure(target, h, w, metrics, point, max_seconds)
         result.points.append(point)
     for metric in metrics:
-        result.fits.append(fit_metric(name, metric, result.points, wants_poly(family)))
+        result.fits.append(fit_metric(target.name, metric, result.points, wants_poly(target.family)))
     return result
 
 
@@ -455,15 +440,18 @@ def parse_sweep_sizes(values: Sequence[str] | None, model: bool) -> list[tuple[i
 
 
 @dataclass
-class Target:
-    """A constructed block or model and how to make its input at a given H x W."""
+class ScaleTarget:
+    """A constructed block or model, and the batch, width, device and dtype of its inputs."""
 
     name: str
     kind: str
     call: str
     family: str | None
     module: Any
-    make_input: Callable[[int, int], Any]
+    batch: int
+    channels: int
+    device: Any
+    dtype: Any
 
 
 def is_model_target(text: str) -> bool:
@@ -481,10 +469,8 @@ def is_model_target(text: str) -> bool:
 
 
 def load_target(text: str, channels: int, args: list | None, kwargs: dict[str, Any] | None,
-                device: Any, dtype: Any, batch: int = 1, plugins: Sequence[Any] = ()) -> Target:
+                device: Any, dtype: Any, batch: int = 1, plugins: Sequence[Any] = ()) -> ScaleTarget:
     """Build a block (fed ``channels``) or a model (fed 3-channel images) in eval mode."""
-    import torch
-
     if is_model_target(text):
         if args or kwargs:
             raise UsageError(f"{text} is a model: --args/--kwargs apply to blocks only")
@@ -507,8 +493,4 @@ def load_target(text: str, channels: int, args: list | None, kwargs: dict[str, A
         module, call, in_ch, kind = loaded.module, loaded.call, channels, "block"
         family = loaded.spec.info.family if loaded.spec.info is not None else None
     module = module.to(device=device, dtype=dtype).eval()
-
-    def make_input(h: int, w: int) -> Any:
-        return torch.randn(batch, in_ch, h, w, device=device, dtype=dtype)
-
-    return Target(name, kind, call, family, module, make_input)
+    return ScaleTarget(name, kind, call, family, module, batch, in_ch, device, dtype)

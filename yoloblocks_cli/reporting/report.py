@@ -143,6 +143,37 @@ __all__ = ["SCHEMA", "env_info", "base_report", "write_json", "to_json", "consol
            "human_count", "human_bytes", "gflops", "nullcontext", "render_timing", "output_shape"]
 
 
+def format_shape(shape: Any) -> str:
+    """``[1, 64, 80, 80]`` -> ``1x64x80x80``; nested lists -> ``[a, b]``; dicts -> ``{k: a}``;
+    None -> ``-``. The one shape formatter of every table and message."""
+    if shape is None:
+        return "-"
+    if isinstance(shape, (list, tuple)) and shape and all(isinstance(d, int) for d in shape):
+        return "x".join(str(d) for d in shape)
+    if isinstance(shape, (list, tuple)):
+        return "[" + ", ".join(format_shape(s) for s in shape) + "]"
+    if isinstance(shape, dict):
+        return "{" + ", ".join(f"{k}: {format_shape(v)}" for k, v in shape.items()) + "}"
+    return str(shape)
+
+
+def display_path(path: str) -> str:
+    """A path as reports print it: a shipped YAML as ``blocks/cfg/...`` (wherever the package
+    is installed), a file below the working folder relative to it, anything else as given."""
+    import blocks
+
+    p = Path(path)
+    shipped = Path(blocks.__file__).resolve().parent
+    try:
+        return str(Path("blocks") / p.resolve().relative_to(shipped))
+    except ValueError:
+        pass
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def shape_of(value: Any) -> Any:
     """Shape of a tensor (list of ints), or nested lists for tuples/lists of tensors; None otherwise."""
     shape = getattr(value, "shape", None)

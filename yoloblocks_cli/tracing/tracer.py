@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 ROOT_LABEL = "<root>"
-from yoloblocks_cli.reporting.report import shape_of  # noqa: E402  (re-exported: probes and tests read it here)
+from yoloblocks_cli.reporting.report import format_shape, shape_of  # noqa: E402  (re-exported: probes and tests read them here)
 
 
 # --- shapes ----------------------------------------------------------------------------
@@ -499,12 +499,7 @@ def flatten_tensors(value: Any) -> list[Any]:
     return []
 
 
-def fmt_shape(shape: Any) -> str:
-    if shape is None:
-        return "-"
-    if _is_flat(shape):
-        return "x".join(str(d) for d in shape)
-    return "[" + ", ".join(fmt_shape(s) for s in shape) + "]"
+fmt_shape = format_shape  # the one shape formatter (reporting.report)
 
 
 __all__ = [
