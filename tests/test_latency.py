@@ -337,7 +337,8 @@ def _check(tmp_path: Path, capsys, *args: str):
     return yb_in(tmp_path, capsys, "check", *args)
 
 
-def test_check_exit_3_when_noisy_1_with_fail_inconclusive_0_when_quiet(tmp_path, capsys, machine):
+def test_check_exit_3_when_noisy_1_with_fail_inconclusive_0_when_quiet(tmp_path, capsys, machine, monkeypatch):
+    monkeypatch.delenv("YB_IGNORE_NOISE", raising=False)
     machine("noisy")
     code, out, _ = _check(tmp_path, capsys, "--junit", "j.xml")
     assert code == 3, out
@@ -397,3 +398,26 @@ def test_rounds_adaptive_until_medians_and_ratios_settle_else_exact():
 
     exact = [runner("a", [2.0] * 10), runner("b", [1.0] * 10)]
     assert [len(x) for x in rounds.timed_rounds(exact, 3, 0, pairs)] == [3, 3]
+
+
+def test_cpu_readings_cover_this_process_cpus_only():
+    text = ("cpu  400 0 0 400 0 0 0 0\ncpu0 100 0 0 100 0 0 0 0\ncpu1 100 0 0 100 0 0 0 0\n"
+            "cpu2 200 0 0 0 0 0 0 0\ncpu3 0 0 0 200 0 0 0 0\n")
+    assert contention._cpu_times(text, 100.0, frozenset({0, 3})) == CpuTimes(busy=1.0, idle=3.0, steal=0.0)
+    assert contention._cpu_times(text, 100.0, frozenset({7})) == CpuTimes(busy=4.0, idle=4.0, steal=0.0)
+    assert contention._cpu_times(text, 100.0) == CpuTimes(busy=4.0, idle=4.0, steal=0.0)
+
+
+def test_load_average_is_held_against_the_whole_machine():
+    before, after = _readings(load=5.0)
+    assert assess(before, after, threads=2, cpus=2).reasons == ("load average 5.00 on 2 CPUs",)
+    assert assess(before, after, threads=2, cpus=2, online=16).verdict == "quiet"  # 2 of 16 CPUs are ours
+
+
+def test_ignore_noise_judges_by_the_interval(monkeypatch):
+    monkeypatch.setenv("YB_IGNORE_NOISE", "1")
+    (f,) = evaluate_budgets(_m(0.02, _ci(0.01, 0.03), noisy=True), Budgets(max_latency_ratio=2.0))
+    assert (f.ok, f.status) == (True, "pass")
+    monkeypatch.setenv("YB_IGNORE_NOISE", "0")
+    (g,) = evaluate_budgets(_m(0.02, _ci(0.01, 0.03), noisy=True), Budgets(max_latency_ratio=2.0))
+    assert g.status == "inconclusive"

@@ -131,7 +131,9 @@ def ratio_verdict(m: Measurement, limit: float) -> tuple[str, str]:
     if ratio is None:
         return "inconclusive", "not timed"
     verdict = judge(ci, limit) if ci is not None else ("pass" if ratio <= limit else "fail")
+    from yoloblocks_cli.measuring.contention import noise_ignored
+
     noise = getattr(m.latency, "contention", None)
-    if verdict != "inconclusive" and noise is not None and noise.noisy:
+    if verdict != "inconclusive" and noise is not None and noise.noisy and not noise_ignored():
         return "inconclusive", f"measured on a noisy machine ({'; '.join(noise.reasons)})"
     return verdict, "the interval straddles the limit (more rounds narrow it)"

@@ -18,6 +18,9 @@ UpdateOpt = Annotated[bool, typer.Option("--update-baseline", help="Write this r
 FailInconclusiveOpt = Annotated[bool, typer.Option("--fail-inconclusive", help="A latency verdict this run cannot "
                                                   "decide (noisy machine, interval straddles the limit) fails "
                                                   "(exit 1) instead of exit 3.")]
+IgnoreNoiseOpt = Annotated[bool, typer.Option("--ignore-noise", help="Judge latency budgets by their intervals even "
+                                              "when the machine was noisy (the warning stays; also "
+                                              "YB_IGNORE_NOISE=1).")]
 MarkdownOpt = Annotated[bool, typer.Option("--markdown", help="Print the verdicts as a Markdown table "
                                            "(e.g. >> $GITHUB_STEP_SUMMARY).")]
 
@@ -26,7 +29,8 @@ def register(app: typer.Typer) -> None:
     @app.command("check")
     def check_cmd(config: ConfigOpt = None, junit: JunitOpt = None, update_baseline: UpdateOpt = False,
                   json_out: JsonOpt = False, output: OutputOpt = None, markdown: MarkdownOpt = False,
-                  threads: ThreadsOpt = None, fail_inconclusive: FailInconclusiveOpt = False) -> None:
+                  threads: ThreadsOpt = None, fail_inconclusive: FailInconclusiveOpt = False,
+                  ignore_noise: IgnoreNoiseOpt = False) -> None:
         """Check blocks and models against budgets, sweeps, probes and a baseline (exit 1 on failure,
         3 when nothing failed but a latency verdict was inconclusive)."""
         from yoloblocks_cli.checks.config import find_config, load_config
@@ -38,6 +42,10 @@ def register(app: typer.Typer) -> None:
 
             raise _Usage("--json and --markdown both print to stdout: choose one (or --output FILE for the JSON)")
         cfg = load_config(config if config is not None else find_config())
+        if ignore_noise:
+            import os
+
+            os.environ["YB_IGNORE_NOISE"] = "1"  # read where budgets are judged (checks/budget.py)
         if threads is not None or cfg.needs_latency:
             from yoloblocks_cli.measuring.contention import apply_threads
 

@@ -203,7 +203,8 @@ def time_forward(module: Any, x: Any, device: Any, *, train: bool = False, warmu
     med, iqr = summary.median, summary.iqr
     threads = int(torch.get_num_threads())
     verdict = cont.assess(before, after, threads=threads, cpus=cpus or cont.usable_cpus(), cuda=cuda,
-                          spread=iqr / med if med > 0 else None, affinity=cont.affinity())
+                          spread=iqr / med if med > 0 else None, affinity=cont.affinity(),
+                          online=cont.online_cpus())
     return Latency(med, iqr, len(times), _batch(x) * 1000.0 / med if med > 0 else float("inf"),
                    "cuda-events" if cuda else "perf_counter", train, summary.ci, stopped,
                    None if runs is not None else target_rel, len(warm), settled, threads, verdict)

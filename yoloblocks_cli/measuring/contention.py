@@ -7,10 +7,11 @@ tell; the system can. Each rule below is one piece of evidence; any one makes th
 
 Evidence (Linux ``/proc``; elsewhere the readings that exist are used):
 
-- **load**: the 1-minute load average against the CPUs this process may use; noisy when it
-  is at least one runnable task more than the CPUs (``load1 >= cpus + 1``).
-- **others**: CPU seconds the rest of the machine used during the runs (``/proc/stat`` busy
-  time minus this process's CPU time), per second of wall time = busy CPUs beside us.
+- **load**: the 1-minute load average against the machine's CPUs; noisy when it is at least
+  one runnable task more than the CPUs (``load1 >= cpus + 1``).
+- **others**: CPU seconds the rest of the machine used on this process's CPUs (its affinity)
+  during the runs (``/proc/stat`` busy time minus this process's CPU time), per second of
+  wall time = busy CPUs beside us.
 - **oversubscription**: torch threads x busy processes (us + others, rounded) > CPUs.
 - **steal**: share of CPU time the hypervisor gave to other guests (``/proc/stat`` steal);
   noisy above 5%.
@@ -117,9 +118,11 @@ class Contention:
 
 
 def assess(before: Reading, after: Reading, *, threads: int, cpus: int, cuda: bool = False,
-           spread: float | None = None, affinity: tuple[int, ...] = (),
+           spread: float | None = None, affinity: tuple[int, ...] = (), online: int | None = None,
            limits: Thresholds = Thresholds()) -> Contention:
-    """The verdict for runs between two readings, made with ``threads`` torch threads on ``cpus`` CPUs.
+    """The verdict for runs between two readings, made with ``threads`` torch threads on ``cpus`` CPUs
+    (this process's affinity; the CPU readings cover those CPUs). The load average counts the
+    whole machine, so it is held against the ``online`` CPUs (default ``cpus``).
 
     ``spread`` is IQR / median of the runs (or None). On CUDA the host waits in
     ``synchronize``, so CPU time against wall time says nothing and is not judged.
@@ -129,8 +132,9 @@ def assess(before: Reading, after: Reading, *, threads: int, cpus: int, cuda: bo
     own = max(0.0, after.process_cpu - before.process_cpu)
     reasons: list[str] = []
     load1 = after.load1
-    if load1 is not None and load1 >= cpus + limits.load_over_cpus:
-        reasons.append(f"load average {load1:.2f} on {cpus} CPUs")
+    machine = max(cpus, online or cpus)
+    if load1 is not None and load1 >= machine + limits.load_over_cpus:
+        reasons.append(f"load average {load1:.2f} on {machine} CPUs")
     others = busy = steal = None
     oversub = None
     if before.cpu is not None and after.cpu is not None and wall > 0:
@@ -188,14 +192,31 @@ def choose_threads(requested: int | None, torch_default: int, cpus: int, other_b
 # ----------------------------------------------------------------------------- system readings
 
 
-def _cpu_times(text: str, hz: float) -> CpuTimes | None:
+def _times(fields: list[str], hz: float) -> tuple[float, float, float]:
+    v = [float(x) for x in fields]
+    v += [0.0] * (8 - len(v))
+    user, nice, system, idle, iowait, irq, softirq, steal = v[:8]
+    return (user + nice + system + irq + softirq) / hz, (idle + iowait) / hz, steal / hz
+
+
+def _cpu_times(text: str, hz: float, cpus: frozenset[int] | None = None) -> CpuTimes | None:
+    """The CPUs in ``cpus`` (this process's affinity: in a container the other lines are other
+    tenants' cores), else the whole machine (the aggregate ``cpu`` line)."""
+    total, per = None, [0.0, 0.0, 0.0]
+    seen = False
     for line in text.splitlines():
-        if line.startswith("cpu "):
-            v = [float(x) for x in line.split()[1:]]
-            v += [0.0] * (8 - len(v))
-            user, nice, system, idle, iowait, irq, softirq, steal = v[:8]
-            return CpuTimes((user + nice + system + irq + softirq) / hz, (idle + iowait) / hz, steal / hz)
-    return None
+        parts = line.split()
+        if not parts or not parts[0].startswith("cpu"):
+            continue
+        if parts[0] == "cpu":
+            total = _times(parts[1:], hz)
+        elif cpus is not None and parts[0][3:].isdigit() and int(parts[0][3:]) in cpus:
+            seen = True
+            for k, v in enumerate(_times(parts[1:], hz)):
+                per[k] += v
+    if seen:
+        return CpuTimes(*per)
+    return CpuTimes(*total) if total is not None else None
 
 
 def _read(path: str) -> str | None:
@@ -234,7 +255,9 @@ def read(clock: Callable[[], float] = time.perf_counter) -> Reading:
         load1 = os.getloadavg()[0]
     except (OSError, AttributeError):
         load1 = None
-    return Reading(clock(), time.process_time(), _cpu_times(stat, hz) if stat else None, load1, _runqueue_wait())
+    cpus = frozenset(affinity())
+    return Reading(clock(), time.process_time(), _cpu_times(stat, hz, cpus) if stat else None, load1,
+                   _runqueue_wait())
 
 
 def affinity() -> tuple[int, ...]:
@@ -247,6 +270,16 @@ def affinity() -> tuple[int, ...]:
 
 def usable_cpus() -> int:
     return max(1, len(affinity()))
+
+
+def online_cpus() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def noise_ignored() -> bool:
+    """``YB_IGNORE_NOISE=1`` (or ``yb check --ignore-noise``): latency budgets are judged by their
+    intervals even on a noisy machine; the verdict and the warning are still reported."""
+    return os.environ.get("YB_IGNORE_NOISE", "").strip().lower() in ("1", "true", "yes")
 
 
 def other_busy_now(seconds: float = 0.2, sleep: Callable[[float], None] = time.sleep) -> float | None:

@@ -44,7 +44,8 @@ def verdict_of(before: Any, after: Any, samples: Sequence[Sequence[float]], cuda
 
     spreads = [iqr / med for med, iqr in (median_iqr(s) for s in samples if s) if med > 0]
     return contention.assess(before, after, threads=int(torch.get_num_threads()), cpus=contention.usable_cpus(),
-                             cuda=cuda, spread=max(spreads) if spreads else None, affinity=contention.affinity())
+                             cuda=cuda, spread=max(spreads) if spreads else None, affinity=contention.affinity(),
+                             online=contention.online_cpus())
 
 
 def assign_ratios(results: Sequence[Any], samples: Sequence[Sequence[float]],
