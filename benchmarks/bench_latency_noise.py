@@ -42,7 +42,7 @@ size = "64x40x40"
 [blocks.sppf]
 block = "SPPF"
 size = "64x40x40"
-max_latency_ratio = 1.0
+max_latency_ratio = 5.0
 """
 
 
