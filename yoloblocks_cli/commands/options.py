@@ -13,7 +13,19 @@ ArgsOpt = Annotated[Optional[str], typer.Option("--args", help="Constructor argu
 KwargsOpt = Annotated[Optional[List[str]], typer.Option("--kwargs", help="Constructor keyword argument name=value (literal); repeatable.")]
 DeviceOpt = Annotated[str, typer.Option("--device", "-d", help="cpu, cuda or cuda:N.")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16.")]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: torch's choice).")]
+def _bounded_threads(value: Optional[int]) -> Optional[int]:
+    """``--threads`` within 1..CPU count x 4, refused at parse time (libgomp aborts on 100,000)."""
+    from yoloblocks_cli.errors import UsageError
+    from yoloblocks_cli.loading.limits import check_threads
+
+    try:
+        return check_threads(value)
+    except UsageError as exc:
+        raise typer.BadParameter(str(exc).removeprefix("--threads ")) from None
+
+
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", callback=_bounded_threads,
+                                                   help="CPU threads for torch (default: torch's choice; at most CPUs x 4).")]
 ChannelsLastOpt = Annotated[bool, typer.Option("--channels-last", help="Feed channels_last (NHWC) memory format.")]
 TrainOpt = Annotated[bool, typer.Option("--train", help="Also time forward+backward in train mode.")]
 BatchOpt = Annotated[Optional[int], typer.Option("--batch", "-b", help="Batch size (overrides the B in --size).")]

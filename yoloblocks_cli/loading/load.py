@@ -57,15 +57,15 @@ class LoadedBlock:
 
 
 def import_file(path: str | Path) -> Any:
-    """Import a user's Python file as a module; its own directory goes on sys.path first
-    so that ``from my_common import X`` inside it works."""
+    """Import a user's Python file as a module; modules beside it can be imported by name
+    (``from my_common import X``) but never shadow an installed one (see :mod:`isolation`)."""
+    from yoloblocks_cli.loading.isolation import allow_siblings
+
     p = Path(path).expanduser()
     if not p.is_file():
         raise UsageError(f"no such file: {path}")
     p = p.resolve()
-    folder = str(p.parent)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
+    allow_siblings(p.parent)
     digest = hashlib.sha1(str(p).encode()).hexdigest()[:8]
     mod_name = f"yb_user_{p.stem}_{digest}"
     if mod_name in sys.modules:
@@ -127,6 +127,11 @@ def resolve_spec(text: str) -> BlockSpec:
             raise UsageError(f"'{where}' has no class '{attr}'{hint}")
         if not isinstance(cls, type):
             raise UsageError(f"'{text}' is not a class")
+        import torch.nn as nn
+
+        if not issubclass(cls, nn.Module):  # checked before any call: subprocess:Popen never runs
+            raise UsageError(f"'{text}' is not a torch.nn.Module subclass ({cls.__module__}.{cls.__qualname__}); "
+                             "a block spec must name one")
         return BlockSpec(text, cls, origin, info_for_class(cls))
     try:
         info = get_block(text)
@@ -160,8 +165,14 @@ def build_block(spec: BlockSpec, c1: int, user_args: list | None = None,
     args = standalone_args(spec, c1, user_args)
     kwargs = dict(spec.info.default_kwargs) if spec.info is not None and user_args is None else {}
     kwargs.update(user_kwargs or {})
+    from yoloblocks_cli.loading.limits import guard_allocations, reset_allocations
+
+    reset_allocations()
     try:
-        module = spec.cls(*args, **kwargs)
+        with guard_allocations(f"{spec.name}({_fmt(args, kwargs)})"):
+            module = spec.cls(*args, **kwargs)
+    except UsageError:
+        raise
     except TypeError as exc:
         raise UsageError(f"cannot construct {spec.name}({_fmt(args, kwargs)}): {exc}") from exc
     except Exception as exc:
