@@ -30,7 +30,17 @@ ChannelsLastOpt = Annotated[bool, typer.Option("--channels-last", help="Feed cha
 TrainOpt = Annotated[bool, typer.Option("--train", help="Also time forward+backward in train mode.")]
 BatchOpt = Annotated[Optional[int], typer.Option("--batch", "-b", help="Batch size (overrides the B in --size).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object (schema yoloblocks.report/1) instead of tables.")]
-OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the JSON report to this file.")]
+def writable_path(ctx: typer.Context, param: typer.CallbackParam, value: Optional[Path]) -> Optional[Path]:
+    """An output path checked before the command's work starts (reporting.atomic.check_output_path)."""
+    if value is not None:
+        from yoloblocks_cli.reporting.atomic import check_output_path
+
+        check_output_path(value, param.opts[0] if param.opts else "--output")  # UsageError: exit 2, one line
+    return value
+
+
+OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", callback=writable_path,
+                                                   help="Write the JSON report to this file.")]
 PluginOpt = Annotated[Optional[List[Path]], typer.Option("--plugin", help="A Python file whose blocks a YAML may use; repeatable. It is executed.")]
 CountersOpt = Annotated[Optional[List[str]], typer.Option(
     "--counter", help="FLOP counters to run: torch, ultralytics, fvcore (repeatable or comma-separated; default all three).")]

@@ -9,7 +9,7 @@ import typer
 from typing_extensions import Annotated
 
 from yoloblocks_cli.commands.options import (ArgsOpt, DeviceOpt, DtypeOpt, JsonOpt, KwargsOpt, OutputOpt, PluginOpt,
-                                    SizeOpt, ThreadsOpt)
+                                    SizeOpt, ThreadsOpt, writable_path)
 
 SizesOpt = Annotated[Optional[List[str]], typer.Option(
     "--sizes", help="Exact sizes to run (no derived sweep); repeat or comma-separate.")]
@@ -24,7 +24,7 @@ NoProbeOpt = Annotated[Optional[List[str]], typer.Option(
 LayersOpt = Annotated[bool, typer.Option(
     "--layers", help="Print the per-layer shape trace (first configuration and every failing one).")]
 JunitOpt = Annotated[Optional[Path], typer.Option(
-    "--junit", help="Write JUnit XML: one testcase per configuration x probe.")]
+    "--junit", callback=writable_path, help="Write JUnit XML: one testcase per configuration x probe.")]
 TimeoutOpt = Annotated[Optional[float], typer.Option(
     "--timeout", help="Seconds allowed per configuration; a late one is reported as 'timeout'.")]
 

@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import inspect
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,7 +170,8 @@ def build_block(spec: BlockSpec, c1: int, user_args: list | None = None,
 
     reset_allocations()
     try:
-        with guard_allocations(f"{spec.name}({_fmt(args, kwargs)})"):
+        with guard_allocations(f"{spec.name}({_fmt(args, kwargs)})"), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             module = spec.cls(*args, **kwargs)
     except UsageError:
         raise
@@ -181,6 +183,12 @@ def build_block(spec: BlockSpec, c1: int, user_args: list | None = None,
 
     if not isinstance(module, nn.Module):
         raise UsageError(f"{spec.text} is not a torch.nn.Module")
+    empty = next(((n, p) for n, p in module.named_parameters() if p.numel() == 0), None)
+    if empty is not None:  # Conv(3, 0): a width of 0 is bad input, not a block failure
+        raise UsageError(f"{spec.name}({_fmt(args, kwargs)}) has an empty parameter {empty[0]} of shape "
+                         f"{'x'.join(map(str, empty[1].shape))}: a width or size argument is 0")
+    for w in caught:  # held back until the block is known to be valid input
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return LoadedBlock(spec, module, args, kwargs)
 
 
