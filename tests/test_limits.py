@@ -22,7 +22,7 @@ head:
 
 @pytest.fixture(autouse=True)
 def _default_limit(monkeypatch):
-    monkeypatch.delenv(limits.ENV_MAX_MEMORY, raising=False)
+    monkeypatch.setenv(limits.ENV_MAX_MEMORY, "")  # recorded, so a --max-memory run is undone
 
 
 def _cli(capsys, argv):

@@ -338,6 +338,9 @@ def _mode_class() -> type:
             name = getattr(func, "__name__", "")
             if name in _FACTORIES and str(kwargs.get("device", "")) != "meta":
                 numel, shape = _requested_numel(name, args, kwargs)
+                if any(d < 0 for d in shape):  # Conv(3, -8): bad input, not a failure of the block
+                    raise UsageError(f"{self.label}: asks for a tensor of shape {'x'.join(map(str, shape))}: "
+                                     "a width or size argument is negative")
                 need = numel * _element_size(kwargs, args, name)
                 if _TALLY.bytes + need > self.limit:
                     total = _TALLY.bytes + need
