@@ -15,13 +15,9 @@ DeviceOpt = Annotated[str, typer.Option("--device", "-d", help="cpu, cuda or cud
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16.")]
 def _bounded_threads(value: Optional[int]) -> Optional[int]:
     """``--threads`` within 1..CPU count x 4, refused at parse time (libgomp aborts on 100,000)."""
-    from yoloblocks_cli.errors import UsageError
     from yoloblocks_cli.loading.limits import check_threads
 
-    try:
-        return check_threads(value)
-    except UsageError as exc:
-        raise typer.BadParameter(str(exc).removeprefix("--threads ")) from None
+    return check_threads(value)  # UsageError: exit 2, one line
 
 
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", callback=_bounded_threads,

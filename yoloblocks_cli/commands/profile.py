@@ -51,8 +51,10 @@ def register(app: typer.Typer) -> None:
 
         Example: yb profile yolov8n --size 640x480
         """
+        from yoloblocks_cli.loading.limits import preflight_model
         from yoloblocks_cli.reporting.report import write_json
 
+        preflight_model(model)  # bounds of the YAML before torch is imported (docs/limits.md)
         opts = dict(model=model, size=size, scale=scale, nc=nc, plugins=tuple(str(p) for p in plugin or ()),
                     dialect=dialect, device=device, dtype=dtype, batch=batch, threads=threads, train=train,
                     runs=runs, layer_runs=layer_runs, latency=not no_latency, memory=not no_memory,

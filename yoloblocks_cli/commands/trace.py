@@ -55,7 +55,11 @@ def register(app: typer.Typer) -> None:
 
         Exit 0 when every probe passes, 1 when any fails, 2 on bad input.
         """
+        from yoloblocks_cli.loading.limits import preflight_model
         from yoloblocks_cli.tracing.run import TraceRequest, run_trace
+
+        if target.lower().endswith((".yaml", ".yml")):
+            preflight_model(target)  # bounds of the YAML before torch is imported (docs/limits.md)
 
         req = TraceRequest(target=target, size=list(size or []), sizes=list(sizes or []), batch=batch,
                            scales=scales, probes=probes, no_probe=list(no_probe or []), layers=layers,

@@ -144,9 +144,11 @@ def check_threads(threads: int | None) -> int | None:
     if threads is None:
         return None
     cap = (os.cpu_count() or 1) * THREADS_PER_CPU
-    if threads < 1 or threads > cap:
-        raise UsageError(f"--threads must be between 1 and {cap} ({os.cpu_count() or 1} CPUs x "
-                         f"{THREADS_PER_CPU}), got {threads}")
+    if threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {threads}")
+    if threads > cap:
+        raise LimitExceeded(f"--threads must be at most {cap} ({os.cpu_count() or 1} CPUs x {THREADS_PER_CPU}), "
+                            f"got {threads}")
     return threads
 
 
@@ -244,10 +246,12 @@ def check_count(value: Any, what: str, where: str, maximum: int = MAX_CHANNELS) 
 
 
 def check_repeats(n: int, n_scaled: int, where: str) -> None:
-    for value in (n, n_scaled):
-        if value > MAX_REPEATS:
-            raise LimitExceeded(f"{where}: {value:,} repeats (after depth scaling: {n_scaled:,}) is over the "
-                                f"limit of {MAX_REPEATS:,}")
+    """A row's repeats, as written and after depth scaling, at most MAX_REPEATS."""
+    if n > MAX_REPEATS:
+        raise LimitExceeded(f"{where}: {n:,} repeats is over the limit of {MAX_REPEATS:,}")
+    if n_scaled > MAX_REPEATS:
+        raise LimitExceeded(f"{where}: {n:,} repeats x depth_multiple = {n_scaled:,}, over the limit of "
+                            f"{MAX_REPEATS:,}")
 
 
 def check_channels(c_out: Any, where: str) -> None:
@@ -393,3 +397,30 @@ def read_model_text(path: Any) -> str:
     if "\x00" in text:
         raise UsageError(f"{p}: not a text file (it contains NUL bytes)")
     return text
+
+
+def preflight_model(name: Any) -> None:
+    """Read a model YAML and check its bounds *before* torch is imported (a refusal in well under
+    a second); the builder checks again, with the scale it chooses, while it builds."""
+    from yoloblocks_cli.loading.yaml_model import read_yaml, resolve_model_path
+
+    try:
+        path = resolve_model_path(name)
+    except UsageError:
+        return  # not a model name: the command reports it in its own words
+    doc = read_yaml(path)
+    data = doc.data
+    where = str(path)
+    rows = [(data.get("depth_multiple", 1.0), data.get("width_multiple", 1.0), float("inf"))]
+    scales = data.get("scales")
+    if isinstance(scales, dict):
+        rows += [tuple(v) for v in scales.values() if isinstance(v, (list, tuple)) and len(v) == 3]
+    for depth, width, max_channels in rows:
+        check_multipliers(depth, width, max_channels, where)
+    if "nc" in data:
+        check_count(data["nc"], "nc", where)
+    if "channels" in data:
+        check_count(data["channels"], "channels", where)
+    for i, (row, line) in enumerate(doc.rows):
+        if isinstance(row, list) and len(row) == 4 and isinstance(row[1], int) and not isinstance(row[1], bool):
+            check_repeats(row[1], 0, f"{path}:{line}: layer {i} ({row[2]})")
