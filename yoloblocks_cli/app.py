@@ -69,6 +69,16 @@ def _scan(value: Optional[ScanBackend]) -> Optional[ScanBackend]:
     return value
 
 
+def _max_memory(value: Optional[str]) -> Optional[str]:
+    """Set the memory limit of this run (``YB_MAX_MEMORY``; see loading/limits.py); torch stays unloaded."""
+    if value is not None:
+        from yoloblocks_cli.loading.limits import ENV_MAX_MEMORY, parse_memory
+
+        parse_memory(value)  # a malformed size is exit 2 now
+        os.environ[ENV_MAX_MEMORY] = value
+    return value
+
+
 @app.callback()
 def _root(
     version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True,
@@ -78,6 +88,10 @@ def _root(
         help="Selective scan for Mamba blocks: torch (pure PyTorch, any device), kernel (the CUDA "
              "extension of mamba_ssm/VMamba), auto (kernel on CUDA when installed, else torch). "
              "Default: $YB_SCAN, else auto."),
+    max_memory: Optional[str] = typer.Option(
+        None, "--max-memory", callback=_max_memory, metavar="SIZE",
+        help="Refuse (exit 2) inputs and models whose estimated bytes pass SIZE (8G, 512M, 50%). "
+             "Default: $YB_MAX_MEMORY, else half of the available memory. See docs/limits.md."),
 ) -> None:
     """Global options (before the command). `--debug` anywhere on the line shows full tracebacks."""
 
@@ -116,6 +130,10 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     STATE["debug"] = "--debug" in args
     args = [a for a in args if a != "--debug"]
+    if not STATE["debug"]:
+        from yoloblocks_cli.reporting.warn import one_line_warnings
+
+        one_line_warnings()
     click_error, abort = _click_exceptions()
     try:
         code = app(args=args, prog_name="yb", standalone_mode=False)

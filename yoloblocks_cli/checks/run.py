@@ -145,6 +145,10 @@ def run_check(cfg: CheckConfig, *, update_baseline: bool = False, threads: int |
         raise UsageError(f"{cfg.path.name}: --update-baseline needs a [baseline] table with file = \"...\"")
     # Bad input fails before anything is built: a missing or broken baseline is exit 2 at once.
     baseline = load_baseline(cfg.baseline.file) if cfg.baseline is not None and not update_baseline else None
+    if update_baseline:
+        from yoloblocks_cli.reporting.atomic import check_output_path
+
+        check_output_path(cfg.baseline.file, "[baseline] file")  # before the work, not after it
     dev, dt = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
     findings: list[Finding] = []
     built = []

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from typing_extensions import Annotated
 
-from yoloblocks_cli.commands.options import JsonOpt, OutputOpt
+from yoloblocks_cli.commands.options import JsonOpt, OutputOpt, writable_path
 
 
 def register(app: typer.Typer) -> None:
@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
         grep: Annotated[Optional[str], typer.Option("--grep", "-g", help="Only names containing this text.")] = None,
         json_out: JsonOpt = False,
         output: OutputOpt = None,
-        write_docs: Annotated[Optional[Path], typer.Option("--write-docs", help="Measure every block and write the catalog page (docs/blocks.md).")] = None,
+        write_docs: Annotated[Optional[Path], typer.Option("--write-docs", callback=writable_path, help="Measure every block and write the catalog page (docs/blocks.md).")] = None,
     ) -> None:
         """List every registered block (name, family, YAML convention, source), or document one."""
         from blocks.registry import FAMILIES, UnknownBlockError, get_block

@@ -8,11 +8,11 @@ from typing import Optional
 import typer
 from typing_extensions import Annotated
 
-from yoloblocks_cli.commands.options import JsonOpt, OutputOpt, ThreadsOpt
+from yoloblocks_cli.commands.options import JsonOpt, OutputOpt, ThreadsOpt, writable_path
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="yb.toml or pyproject.toml to read "
                                                    "(default: ./yb.toml, else ./pyproject.toml \\[tool.yoloblocks]).")]
-JunitOpt = Annotated[Optional[Path], typer.Option("--junit", help="Also write the verdicts as JUnit XML.")]
+JunitOpt = Annotated[Optional[Path], typer.Option("--junit", callback=writable_path, help="Also write the verdicts as JUnit XML.")]
 UpdateOpt = Annotated[bool, typer.Option("--update-baseline", help="Write this run as the new baseline "
                                          "(atomically; only when every other check passes).")]
 FailInconclusiveOpt = Annotated[bool, typer.Option("--fail-inconclusive", help="A latency verdict this run cannot "

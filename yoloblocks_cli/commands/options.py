@@ -14,12 +14,30 @@ ArgsOpt = Annotated[Optional[str], typer.Option("--args", help="Constructor argu
 KwargsOpt = Annotated[Optional[List[str]], typer.Option("--kwargs", help="Constructor keyword argument name=value (literal); repeatable.")]
 DeviceOpt = Annotated[str, typer.Option("--device", "-d", help="cpu, cuda or cuda:N.")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16.")]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch (default: torch's choice).")]
+def _bounded_threads(value: Optional[int]) -> Optional[int]:
+    """``--threads`` within 1..CPU count x 4, refused at parse time (libgomp aborts on 100,000)."""
+    from yoloblocks_cli.loading.limits import check_threads
+
+    return check_threads(value)  # UsageError: exit 2, one line
+
+
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, callback=_bounded_threads,
+                                                   help="CPU threads for torch (default: torch's choice; at most CPUs x 4).")]
 ChannelsLastOpt = Annotated[bool, typer.Option("--channels-last", help="Feed channels_last (NHWC) memory format.")]
 TrainOpt = Annotated[bool, typer.Option("--train", help="Also time forward+backward in train mode.")]
 BatchOpt = Annotated[Optional[int], typer.Option("--batch", "-b", help="Batch size (overrides the B in --size).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object (schema yoloblocks.report/1) instead of tables.")]
-OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the JSON report to this file.")]
+def writable_path(ctx: typer.Context, param: typer.CallbackParam, value: Optional[Path]) -> Optional[Path]:
+    """An output path checked before the command's work starts (reporting.atomic.check_output_path)."""
+    if value is not None:
+        from yoloblocks_cli.reporting.atomic import check_output_path
+
+        check_output_path(value, param.opts[0] if param.opts else "--output")  # UsageError: exit 2, one line
+    return value
+
+
+OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", callback=writable_path,
+                                                   help="Write the JSON report to this file.")]
 PluginOpt = Annotated[Optional[List[Path]], typer.Option("--plugin", help="A Python file whose blocks a YAML may use; repeatable. It is executed.")]
 CountersOpt = Annotated[Optional[List[str]], typer.Option(
     "--counter", help="FLOP counters to run: torch, ultralytics, fvcore (repeatable or comma-separated; default all three).")]

@@ -50,8 +50,10 @@ def register(app: typer.Typer) -> None:
 
         Example: yb profile yolov8n --size 640x480
         """
+        from yoloblocks_cli.loading.limits import preflight_model
         from yoloblocks_cli.reporting.report import write_json
 
+        preflight_model(model)  # bounds of the YAML before torch is imported (docs/limits.md)
         from yoloblocks_cli.measuring.runs import ProfileOptions, profile_report
 
         opts = ProfileOptions(model=model, size=size, scale=scale, nc=nc, plugins=tuple(str(p) for p in plugin or ()),

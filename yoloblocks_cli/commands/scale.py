@@ -9,14 +9,14 @@ import typer
 from typing_extensions import Annotated
 
 from yoloblocks_cli.commands.options import (ArgsOpt, DeviceOpt, DtypeOpt, JsonOpt, KwargsOpt, OutputOpt,
-                                    PluginOpt, ThreadsOpt)
+                                    PluginOpt, ThreadsOpt, writable_path)
 
 TargetsArg = Annotated[List[str], typer.Argument(help="Blocks (registry name, module:Class, file.py:Class) or models (file.yaml, yolov8n).", show_default=False)]
 ChannelsOpt = Annotated[int, typer.Option("--channels", "-c", help="Input width C fed to every block.")]
 BatchOpt = Annotated[Optional[int], typer.Option("--batch", "-b", min=1, help="Batch size of every measured input (default 1).")]
 SizesOpt = Annotated[Optional[List[str]], typer.Option("--sizes", help="Spatial sizes S or HxW, comma-separated; default 8x8..64x64 for blocks, 128..512x1024 for models.")]
 MetricsOpt = Annotated[str, typer.Option("--metrics", "-m", help="Comma list of flops, latency, memory (latency and memory cost time).")]
-PlotOpt = Annotated[Optional[Path], typer.Option("--plot", help="Write a log-log figure (.png, .svg or .pdf; needs matplotlib).")]
+PlotOpt = Annotated[Optional[Path], typer.Option("--plot", callback=writable_path, help="Write a log-log figure (.png, .svg or .pdf; needs matplotlib).")]
 AsciiOpt = Annotated[bool, typer.Option("--ascii", help="Draw the terminal chart with ASCII only.")]
 BudgetOpt = Annotated[float, typer.Option("--time-per-size", help="Seconds of timed runs per size for latency.")]
 

@@ -9,7 +9,7 @@ import typer
 from typing_extensions import Annotated
 
 from yoloblocks_cli.commands.options import (ArgsOpt, DeviceOpt, DtypeOpt, JsonOpt, KwargsOpt, OutputOpt, PluginOpt,
-                                    SizeOpt, ThreadsOpt)
+                                    SizeOpt, ThreadsOpt, writable_path)
 
 SizesOpt = Annotated[Optional[List[str]], typer.Option(
     "--sizes", help="Exact sizes to run (no derived sweep); repeat or comma-separate.")]
@@ -24,7 +24,7 @@ NoProbeOpt = Annotated[Optional[List[str]], typer.Option(
 LayersOpt = Annotated[bool, typer.Option(
     "--layers", help="Print the per-layer shape trace (first configuration and every failing one).")]
 JunitOpt = Annotated[Optional[Path], typer.Option(
-    "--junit", help="Write JUnit XML: one testcase per configuration x probe.")]
+    "--junit", callback=writable_path, help="Write JUnit XML: one testcase per configuration x probe.")]
 TimeoutOpt = Annotated[Optional[float], typer.Option(
     "--timeout", help="Seconds allowed per configuration; a late one is reported as 'timeout'.")]
 
@@ -55,7 +55,11 @@ def register(app: typer.Typer) -> None:
 
         Exit 0 when every probe passes, 1 when any fails, 2 on bad input.
         """
+        from yoloblocks_cli.loading.limits import preflight_model
         from yoloblocks_cli.tracing.run import TraceRequest, run_trace
+
+        if target.lower().endswith((".yaml", ".yml")):
+            preflight_model(target)  # bounds of the YAML before torch is imported (docs/limits.md)
 
         req = TraceRequest(target=target, size=list(size or []), sizes=list(sizes or []), batch=batch,
                            scales=scales, probes=probes, no_probe=list(no_probe or []), layers=layers,

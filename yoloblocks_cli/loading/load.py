@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import inspect
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,15 +58,15 @@ class LoadedBlock:
 
 
 def import_file(path: str | Path) -> Any:
-    """Import a user's Python file as a module; its own directory goes on sys.path first
-    so that ``from my_common import X`` inside it works."""
+    """Import a user's Python file as a module; modules beside it can be imported by name
+    (``from my_common import X``) but never shadow an installed one (see :mod:`isolation`)."""
+    from yoloblocks_cli.loading.isolation import allow_siblings
+
     p = Path(path).expanduser()
     if not p.is_file():
         raise UsageError(f"no such file: {path}")
     p = p.resolve()
-    folder = str(p.parent)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
+    allow_siblings(p.parent)
     digest = hashlib.sha1(str(p).encode()).hexdigest()[:8]
     mod_name = f"yb_user_{p.stem}_{digest}"
     if mod_name in sys.modules:
@@ -127,6 +128,11 @@ def resolve_spec(text: str) -> BlockSpec:
             raise UsageError(f"'{where}' has no class '{attr}'{hint}")
         if not isinstance(cls, type):
             raise UsageError(f"'{text}' is not a class")
+        import torch.nn as nn
+
+        if not issubclass(cls, nn.Module):  # checked before any call: subprocess:Popen never runs
+            raise UsageError(f"'{text}' is not a torch.nn.Module subclass ({cls.__module__}.{cls.__qualname__}); "
+                             "a block spec must name one")
         return BlockSpec(text, cls, origin, info_for_class(cls))
     try:
         info = get_block(text)
@@ -160,8 +166,15 @@ def build_block(spec: BlockSpec, c1: int, user_args: list | None = None,
     args = standalone_args(spec, c1, user_args)
     kwargs = dict(spec.info.default_kwargs) if spec.info is not None and user_args is None else {}
     kwargs.update(user_kwargs or {})
+    from yoloblocks_cli.loading.limits import guard_allocations, reset_allocations
+
+    reset_allocations()
     try:
-        module = spec.cls(*args, **kwargs)
+        with guard_allocations(f"{spec.name}({_fmt(args, kwargs)})"), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            module = spec.cls(*args, **kwargs)
+    except UsageError:
+        raise
     except TypeError as exc:
         raise UsageError(f"cannot construct {spec.name}({_fmt(args, kwargs)}): {exc}") from exc
     except Exception as exc:
@@ -170,6 +183,12 @@ def build_block(spec: BlockSpec, c1: int, user_args: list | None = None,
 
     if not isinstance(module, nn.Module):
         raise UsageError(f"{spec.text} is not a torch.nn.Module")
+    empty = next(((n, p) for n, p in module.named_parameters() if p.numel() == 0), None)
+    if empty is not None:  # Conv(3, 0): a width of 0 is bad input, not a block failure
+        raise UsageError(f"{spec.name}({_fmt(args, kwargs)}) has an empty parameter {empty[0]} of shape "
+                         f"{'x'.join(map(str, empty[1].shape))}: a width or size argument is 0")
+    for w in caught:  # held back until the block is known to be valid input
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return LoadedBlock(spec, module, args, kwargs)
 
 

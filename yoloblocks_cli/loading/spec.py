@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from yoloblocks_cli.errors import UsageError
+from yoloblocks_cli.loading import limits
 
 _DIMS = re.compile(r"^\d+(x\d+)*$")
 
@@ -51,7 +52,9 @@ def _split(values: Iterable[str]) -> list[str]:
 def _dims(text: str) -> list[int]:
     t = text.lower().replace("×", "x").replace(" ", "")
     if not _DIMS.match(t):
-        raise UsageError(f"malformed size '{text}': expected digits joined by 'x', e.g. 64x160x160")
+        raise UsageError(f"malformed size '{text[:40]}': expected digits joined by 'x', e.g. 64x160x160")
+    for digits in t.split("x"):
+        limits.check_dim_text(digits, text)
     dims = [int(d) for d in t.split("x")]
     if any(d <= 0 for d in dims):
         raise UsageError(f"malformed size '{text}': every dimension must be positive")
@@ -67,7 +70,7 @@ def parse_block_size(text: str, batch: int | None = None) -> Shape:
         shape = Shape(*dims)
     else:
         raise UsageError(f"malformed size '{text}': a block takes CxHxW or BxCxHxW, e.g. 64x160x160")
-    return shape.with_batch(batch) if batch is not None else shape
+    return _bounded(shape.with_batch(batch) if batch is not None else shape, batch)
 
 
 def parse_model_size(text: str, batch: int | None = None, channels: int = 3) -> Shape:
@@ -81,7 +84,15 @@ def parse_model_size(text: str, batch: int | None = None, channels: int = 3) -> 
         shape = Shape(*dims)
     else:
         raise UsageError(f"malformed size '{text}': a model takes S, HxW or BxCxHxW, e.g. 640 or 640x480")
-    return shape.with_batch(batch) if batch is not None else shape
+    return _bounded(shape.with_batch(batch) if batch is not None else shape, batch)
+
+
+def _bounded(shape: Shape, batch: int | None) -> Shape:
+    """A positive batch and an input that fits the memory limit (see :mod:`limits`), before any allocation."""
+    limits.check_batch(batch)
+    limits.check_count(shape.channels, "channels", f"size {shape}")
+    limits.check_input(shape.dims, what="size")
+    return shape
 
 
 def parse_block_sizes(values: Iterable[str], batch: int | None = None) -> list[Shape]:
@@ -100,10 +111,12 @@ def parse_model_sizes(values: Iterable[str], batch: int | None = None, channels:
 
 def parse_literal(text: str, what: str = "value") -> Any:
     """A Python literal (number, string, list, tuple, dict, bool, None); never evaluated."""
+    limits.check_literal_text(text, what)
     try:
         return ast.literal_eval(text)
-    except (ValueError, SyntaxError) as exc:
-        raise UsageError(f"malformed {what} {text!r}: only Python literals are accepted ({exc.__class__.__name__})") from None
+    except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError) as exc:
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        raise UsageError(f"malformed {what} {shown!r}: only Python literals are accepted ({exc.__class__.__name__})") from None
 
 
 def parse_args_list(text: str | None) -> list | None:
@@ -124,13 +137,15 @@ def parse_kwargs(pairs: Iterable[str] | None) -> dict[str, Any]:
     for pair in pairs or []:
         key, sep, raw = pair.partition("=")
         key = key.strip()
+        limits.check_literal_text(raw, f"--kwargs {key[:40]}")
         if not sep or not key.isidentifier():
             raise UsageError(f"malformed --kwargs {pair!r}: expected name=value, e.g. num_heads=8")
         try:
             out[key] = ast.literal_eval(raw.strip())
-        except (ValueError, SyntaxError):
+        except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):
             if re.fullmatch(r"[A-Za-z_][\w.\-]*", raw.strip()):
                 out[key] = raw.strip()
             else:
-                raise UsageError(f"malformed --kwargs value {raw!r} for {key}: only literals are accepted") from None
+                shown = raw if len(raw) <= 60 else raw[:57] + "..."
+                raise UsageError(f"malformed --kwargs value {shown!r} for {key}: only literals are accepted") from None
     return out

@@ -129,14 +129,14 @@ def read_yaml(path: Path, text: str | None = None) -> YamlDoc:
     """safe_load the document and read each layer row's line from the composed node tree."""
     import yaml
 
-    if text is None:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    from yoloblocks_cli.loading import limits
+
+    text = limits.read_model_text(path) if text is None else text
+    limits.check_yaml_bytes(len(text), str(path))
     loader_cls = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when the wheel has it: ~10x faster
     try:
         root = yaml.compose(text, Loader=loader_cls)  # one parse: nodes carry line marks, then data from them
+        limits.check_yaml_nodes(root, str(path))  # before construction: a billion laughs stops here
         data = loader_cls("").construct_document(root) if root is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
@@ -431,6 +431,7 @@ def build_model(path_or_name: str | Path, scale: str | None = None, plugins: Seq
 
     import blocks  # noqa: F401  (registers the library)
     from blocks.conventions import LayerContext
+    from yoloblocks_cli.loading import limits
     from yoloblocks_cli.loading.dialects import detect_dialect, get_dialect
 
     path = resolve_model_path(path_or_name)
@@ -483,9 +484,11 @@ def build_model(path_or_name: str | Path, scale: str | None = None, plugins: Seq
         except ValueError as exc:
             raise UsageError(f"{_where(path, doc.key_lines.get('activation'))}: {exc}") from None
 
-    ch0 = int(channels or d.get("channels", 3) or 3)
+    limits.check_multipliers(depth, width, max_channels, _where(path, doc.key_lines.get("scales")))
+    ch0 = limits.check_count(channels or d.get("channels", 3) or 3, "channels", str(path))
     names = {k: d.get(k) for k in dia.fact("arg_names")}
-    nc_val = d.get("nc", 80)
+    nc_val = limits.check_count(d.get("nc", 80), "nc", _where(path, doc.key_lines.get("nc")))
+    limits.reset_allocations()
     state = dict(dia.fact("initial_state"))
     probe = int(dia.fact("stride_probe"))
     keep_nc = dia.fact("keep_nc_width")
@@ -521,6 +524,7 @@ def build_model(path_or_name: str | Path, scale: str | None = None, plugins: Seq
                 raise UsageError(f"{loc}: {exc}") from None
             args = [_resolve_arg(a, names) for a in args]
             n_ = max(round(n * depth), 1) if n > 1 else n
+            limits.check_repeats(n, n_, loc)
             ch_in = [ch[j] for j in f_list]
             if convention is not None:
                 ctx = LayerContext(ch_in=ch_in, args=list(args), n=n_, nc=(nc_val if keep_nc else -1), width=width,
@@ -532,6 +536,7 @@ def build_model(path_or_name: str | Path, scale: str | None = None, plugins: Seq
                     raise UsageError(f"{loc}: arguments {args!r} do not fit the '{convention.name}' rule: "
                                      f"{exc.__class__.__name__}: {exc}") from None
                 call_args, kwargs, c_out, repeats = res.args, dict(res.kwargs), res.c_out, res.repeats
+                limits.check_channels(c_out, loc)
             else:  # unregistered: width from the signature, output width from the dry run
                 from yoloblocks_cli.loading.load import first_param_is_width
 
@@ -593,8 +598,13 @@ def _construct(cls: type, args: list, kwargs: dict, repeats: int, loc: str, disp
             sig.bind(*args, **kwargs)
         except TypeError as exc:
             raise UsageError(f"{loc}: wrong arguments for {_call_text(display, args, kwargs)}: {exc}") from None
+    from yoloblocks_cli.loading.limits import guard_allocations
+
     try:
-        mods = [cls(*args, **kwargs) for _ in range(repeats)]
+        with guard_allocations(f"{loc}: {_call_text(display, args, kwargs)} x {repeats}"):
+            mods = [cls(*args, **kwargs) for _ in range(repeats)]
+    except UsageError:
+        raise
     except (TypeError, ValueError, AssertionError) as exc:
         raise UsageError(f"{loc}: {_call_text(display, args, kwargs)} raised {exc.__class__.__name__}: "
                          f"{exc}") from None

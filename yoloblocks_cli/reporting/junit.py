@@ -51,9 +51,11 @@ def to_xml(suite: str, cases: Iterable[Case]) -> ET.Element:
 
 def write_junit(path: str | Path, suite: str, cases: Iterable[Case]) -> Path:
     """Write the XML file (parents created); returns the path."""
+    from yoloblocks_cli.reporting.atomic import atomic_path
+
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     tree = ET.ElementTree(to_xml(suite, cases))
     ET.indent(tree)
-    tree.write(p, encoding="utf-8", xml_declaration=True)
+    with atomic_path(p) as tmp:  # parents created (and said so); a FIFO or device written in place
+        tree.write(tmp, encoding="utf-8", xml_declaration=True)
     return p

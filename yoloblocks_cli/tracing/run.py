@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from yoloblocks_cli.errors import UsageError
+from yoloblocks_cli.tracing.guard import guarded_point
 from yoloblocks_cli.tracing.probes import Point, ProbeResult, Target, block_sweep, model_sweep, probe_names, run_point, with_batches
 from yoloblocks_cli.loading.spec import Shape, parse_args_list, parse_block_sizes, parse_kwargs, parse_model_sizes
 from yoloblocks_cli.tracing.tracer import ShapeTracer, fmt_shape
@@ -300,8 +301,8 @@ def _sweep_target(target: Target, shapes: Sequence[Shape], probes: Sequence[str]
         else:
             if not points and device is not None:
                 target.module.to(device=device, dtype=dtype)
-            points.append(run_point(target, shape, probes, device=device, dtype=dtype, timeout=timeout,
-                                    record_layers=record_layers))
+            points.append(guarded_point(target, shape, probes, device=device, dtype=dtype, timeout=timeout,
+                                        record_layers=record_layers))
         if progress is not None:
             progress()
     return points
