@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES
+from conftest import ROOT
 from yoloblocks_cli.loading.spec import Shape
 from yoloblocks_cli.tracing import export_probe
 from yoloblocks_cli.tracing.probes import Target, default_probes, probe_names
@@ -25,8 +25,11 @@ needs_onnx = pytest.mark.skipif(bool(export_probe.missing_dependencies()),
                                 reason="needs the [export] extra (onnx, onnxruntime)")
 
 
+EXAMPLES = ROOT / "docs" / "examples" / "export_blocks.py"  # also the examples of docs/export.md
+
+
 def _fixtures():
-    spec = importlib.util.spec_from_file_location("export_blocks_tests", FIXTURES / "export_blocks.py")
+    spec = importlib.util.spec_from_file_location("export_blocks_tests", EXAMPLES)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -95,17 +98,21 @@ def test_an_op_without_onnx_export_names_the_op_module_and_line():
 
 @needs_onnx
 def test_int_sqrt_freezes_h_and_w_at_the_export_size():
-    # 12x12 is the export size, 13x13 and 6x6 are square too: PyTorch runs all three.
-    results = run_export(BLOCKS.SqrtTokens(8), [(1, 8, 12, 12), (1, 8, 13, 13), (2, 8, 6, 6)])
+    # 20x20 is the export size, 21x21 and 6x6 are square too: PyTorch runs all three.
+    results = run_export(BLOCKS.SqrtTokens(8), [(1, 8, 20, 20), (1, 8, 21, 21), (2, 8, 6, 6)])
     assert [r.status for r in results] == ["pass", "fail", "fail"]
     f = results[1].failure
     assert f.type == "OnnxRuntimeError"
-    assert f.message.startswith("Reshape node '/Reshape_1' failed: The input tensor cannot be reshaped to the "
-                                "requested shape. Input shape:{1,8,169}, requested shape:{1,8,12,12}")
+    assert f.message == ("Reshape node '/Reshape_1' failed: The input tensor cannot be reshaped to the requested "
+                         "shape. Input shape:{1,8,441}, requested shape:{1,8,20,20} | exported at 1x8x20x20; "
+                         "Converting a tensor to a Python float might cause the trace to be incorrect: "
+                         "s = int(math.sqrt(t.shape[-1]))")
     assert (f.layer, f.module, Path(f.file).name, f.line) == ("<root>", "SqrtTokens", "export_blocks.py", 43)
     assert f.cause == "export-frozen-size"
-    assert f.hint == "`int(math.sqrt(N))` freezes H = W = 12 at export; keep H and W from x.shape"
+    assert f.hint == "`int(math.sqrt(N))` freezes H = W = 20 at export; keep H and W from x.shape"
     assert results[2].failure.line == 43
+    doc = (ROOT / "docs" / "export.md").read_text(encoding="utf-8")  # the page shows this very failure
+    assert f"  {f.message}\n  hint: {f.hint}\n" in doc and "  docs/examples/export_blocks.py:43\n" in doc
 
 
 @needs_onnx
@@ -140,7 +147,7 @@ def test_a_loop_over_the_batch_freezes_the_batch():
 
 @needs_onnx
 def test_cli_json_carries_the_export_verdicts(yb):
-    r = yb("trace", f"{FIXTURES / 'export_blocks.py'}:PerSample", "--sizes", "8x10x10,2x8x10x10",
+    r = yb("trace", f"{EXAMPLES}:PerSample", "--sizes", "8x10x10,2x8x10x10",
            "--probes", "export", "--json")
     assert r.returncode == 1, r.stderr
     report = json.loads(r.stdout)
@@ -150,24 +157,26 @@ def test_cli_json_carries_the_export_verdicts(yb):
     assert cells[1]["error"]["type"] == "ExportMismatch" and cells[1]["error"]["line"] == 64
 
 
-@needs_onnx
-def test_yb_check_runs_the_export_probe_per_target(tmp_path, yb):
+def test_yb_check_accepts_the_export_probe_per_target(tmp_path):
+    from yoloblocks_cli.checks.config import load_config
+
     cfg = tmp_path / "yb.toml"
-    cfg.write_text(
-        "[blocks.sqrt]\n"
-        f"block = '{FIXTURES / 'export_blocks.py'}:SqrtTokens'\n"
-        "size = '8x12x12'\n"
-        "sweep = ['8x12x12', '8x13x13']\n"
-        "probes = ['export']\n", encoding="utf-8")
-    r = yb("check", "--config", str(cfg), "--json")
-    assert r.returncode == 1, r.stderr
-    checks = {c["check"]: c for c in json.loads(r.stdout)["checks"] if c["check"].startswith("export")}
-    assert checks["export 1x8x12x12"]["ok"] is True
-    assert checks["export 1x8x13x13"]["ok"] is False
-    assert "OnnxRuntimeError" in checks["export 1x8x13x13"]["message"]
+    cfg.write_text("[blocks.sqrt]\nblock = 'C2f'\nsize = '16x8x8'\nprobes = ['export', 'batch']\n", encoding="utf-8")
+    assert load_config(cfg).targets[0].probes == ["export", "batch"]
 
 
-SHIPPED = ["yolov8n", "yolo11n", "yolov10n", "yolov9t", "yolov5nu"]
+@needs_onnx
+def test_check_helper_runs_the_export_probe():
+    """`yb check` and assert_traces share run_probes: the export verdict reaches both."""
+    from yoloblocks_cli.checks.testing import assert_traces
+
+    with pytest.raises(AssertionError) as info:
+        assert_traces(f"{EXAMPLES}:SqrtTokens", ["8x12x12", "8x13x13"], probes=["export"])
+    text = str(info.value)
+    assert "1 check(s) failed" in text and "export 1x8x13x13: OnnxRuntimeError: Reshape node '/Reshape_1'" in text
+
+
+SHIPPED = ["yolov8n", "yolo11n", "yolov10n", "yolov9t", "yolov5n"]
 
 
 @pytest.mark.slow

@@ -86,7 +86,14 @@ _HINT_SHOWN: list[bool] = []
 
 def missing_dependencies() -> list[str]:
     """The packages of the ``[export]`` extra that are not installed."""
-    return [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+    return [m for m in ("onnx", "onnxruntime") if not _importable(m)]
+
+
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # ValueError: blocked in sys.modules (set to None)
+        return False
 
 
 # --- the probe ----------------------------------------------------------------------------------
@@ -284,9 +291,14 @@ def tracer_lines(seen: list[warnings.WarningMessage]) -> list[FrozenAt]:
 
 
 def _source(file: str, line: int) -> str:
+    """The source line without its trailing comment (the code is what froze the size)."""
     import linecache
 
-    return linecache.getline(str(file), int(line)).strip()
+    return _code(linecache.getline(str(file), int(line)))
+
+
+def _code(text: str) -> str:
+    return re.sub(r"\s+#[^'\"]*$", "", text.strip())
 
 
 # --- runtime failures: node -> module -> line ------------------------------------------------------
@@ -340,9 +352,8 @@ def _explain(run: ProbeRun, graph: ExportedGraph, f: Failure, module: Any) -> No
         f.file, f.line = culprit.file, culprit.line
         guarded = tuple(d for g in graph.guards or [] if (g.file, g.line) == (culprit.file, culprit.line)
                         for d in g.dims)
-        # What this configuration changed is what the graph could not follow; the guards
-        # name the dimensions only where the configuration is the export shape's.
-        frozen = tuple(differs) or tuple(d for d in DIM_NAMES.values() if d in guarded)
+        # The line freezes what its guard names, and whatever this configuration changed.
+        frozen = tuple(d for d in DIM_NAMES.values() if d in guarded or d in differs)
         f.cause = "export-frozen-batch" if frozen == ("batch",) else "export-frozen-size"
         f.hint = freeze_hint(culprit, graph.shape, frozen)
         f.message += f" | exported at {graph.shape}; {culprit.how}: {culprit.text}"
@@ -436,8 +447,8 @@ def guard_lines(module: Any, shape: Shape) -> list[FrozenAt]:
             continue
         key = (display_path(frame[0]), frame[1])
         before = found.get(key)
-        if before is not None:  # one line, several guards (H and W): one entry with every dimension
-            named = tuple(d for d in DIM_NAMES.values() if d in before.dims or d in named)
+        if before is not None:  # one line, several guards: the first is the cause, the rest follow from it
+            named = before.dims
             expr = before.how.removeprefix("torch.export guard ") + ", " + expr
         found[key] = FrozenAt(key[0], key[1], frame[2], named, f"torch.export guard {expr}")
     return list(found.values())
@@ -460,7 +471,7 @@ def _user_frame_of(stack: list[Any], files: dict[Any, str]) -> tuple[str, int, s
         name = get("filename")
         name = files.get(name) if not isinstance(name, str) else name
         if name and not is_internal(str(name)) and get("line"):
-            found = (str(name), int(get("line")), (get("loc") or _source(str(name), int(get("line")))).strip())
+            found = (str(name), int(get("line")), _code(get("loc") or _source(str(name), int(get("line")))))
     return found
 
 
