@@ -113,7 +113,7 @@ def probe_export(run: ProbeRun) -> ProbeResult:
         return run.depends("sweep", ref, "export")
     graph = exported(run)
     if graph.failure is not None:
-        return ProbeResult("export", "fail", f"export failed: {_first_line(graph.failure.message)}", graph.failure)
+        return ProbeResult("export", "fail", _first_line(graph.failure.message), graph.failure)
     x = run.x.detach().to("cpu", run.torch.float32).numpy()
     try:
         got = graph.session.run(None, {graph.input_name: x})
@@ -197,6 +197,7 @@ def export_onnx(module: Any, shape: Shape, input_name: str = "x") -> ExportedGra
         graph.nodes = len(proto.graph.node)
         options = ort.SessionOptions()
         options.log_severity_level = 4  # a failure is reported by the probe, not as an ORT log line
+        options.intra_op_num_threads = torch.get_num_threads()  # --threads holds for onnxruntime too
         try:
             graph.session = ort.InferenceSession(buf.getvalue(), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - a graph onnxruntime refuses is an export failure too
