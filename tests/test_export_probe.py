@@ -141,6 +141,7 @@ def test_a_loop_over_the_batch_freezes_the_batch():
     assert f.message.startswith("wrong values at this shape: output 0 has shape 1x8x10x10 in the graph but "
                                 "2x8x10x10 in PyTorch | exported at 1x8x10x10; torch.export guard Eq(")
     assert (Path(f.file).name, f.line, f.cause) == ("export_blocks.py", 64, "export-frozen-batch")
+    assert (f.layer, f.module) == ("<root>", "PerSample")  # the module whose forward holds the line
     assert f.hint == ("a Python loop over a tensor size is unrolled at export (batch = 1); "
                       "replace the loop by one batched operation")
 

@@ -77,7 +77,7 @@ class ExportedGraph:
     tracer_lines: list[FrozenAt] = field(default_factory=list)
     nodes: int = 0
     seconds: float = 0.0
-    guards: list[FrozenAt] | None = None  # torch.export's analysis, computed on the first failure
+    guards: dict[int, list[FrozenAt]] = field(default_factory=dict)  # torch.export's, per analysed module
 
 
 _GRAPHS: "weakref.WeakKeyDictionary[Any, ExportedGraph]" = weakref.WeakKeyDictionary()
@@ -346,12 +346,15 @@ def _explain(run: ProbeRun, graph: ExportedGraph, f: Failure, module: Any) -> No
     differs = [name for i, name in DIM_NAMES.items() if run.shape.dims[i] != graph.shape.dims[i]]
     if module is not None:
         _attribute(run, f, module)
-    if graph.guards is None:
-        graph.guards = guard_lines(run.module, graph.shape)
-    culprit = _culprit(graph, differs, f.file)
+    guards = _guards(run, graph, module)
+    culprit = _culprit(graph, guards, differs, f.file)
     if culprit is not None:
+        if module is None:  # wrong values: no node to start from; the module whose forward holds the line
+            owner = _module_at(run.module, culprit.file, culprit.line)
+            if owner is not None:
+                _attribute(run, f, owner)
         f.file, f.line = culprit.file, culprit.line
-        guarded = tuple(d for g in graph.guards or [] if (g.file, g.line) == (culprit.file, culprit.line)
+        guarded = tuple(d for g in guards if (g.file, g.line) == (culprit.file, culprit.line)
                         for d in g.dims)
         # The line freezes what its guard names, and whatever this configuration changed.
         frozen = tuple(d for d in DIM_NAMES.values() if d in guarded or d in differs)
@@ -384,10 +387,32 @@ def _attribute(run: ProbeRun, f: Failure, module: Any) -> None:
         f.file, f.line = file, line
 
 
-def _culprit(graph: ExportedGraph, differs: list[str], module_file: str | None) -> FrozenAt | None:
+def _module_at(root: Any, file: str, line: int) -> Any:
+    """The innermost module whose class's ``forward`` spans ``file:line`` (None if none)."""
+    import inspect
+
+    spans: dict[type, tuple[str, int, int] | None] = {}
+    found = None
+    target = Path(file).resolve()
+    for mod in root.modules():
+        cls = type(mod)
+        if cls not in spans:
+            try:
+                lines, start = inspect.getsourcelines(cls.forward)
+                spans[cls] = (str(Path(inspect.getsourcefile(cls.forward) or "").resolve()), start, start + len(lines))
+            except (TypeError, OSError):
+                spans[cls] = None
+        span = spans[cls]
+        if span is not None and Path(span[0]) == target and span[1] <= line < span[2]:
+            found = mod
+    return found
+
+
+def _culprit(graph: ExportedGraph, guards: list[FrozenAt], differs: list[str],
+             module_file: str | None) -> FrozenAt | None:
     """The most specific explanation: a torch.export guard on a dimension this configuration
     changes, else a TracerWarning in the failing module's file, else the first one."""
-    for g in graph.guards or []:
+    for g in guards:
         if set(g.dims) & set(differs):
             return g
     lines = graph.tracer_lines
@@ -403,20 +428,50 @@ def _culprit(graph: ExportedGraph, differs: list[str], module_file: str | None) 
 _SOURCE_DIM = re.compile(r"size\(\)\[(\d)\]")
 
 
-def guard_lines(module: Any, shape: Shape) -> list[FrozenAt]:
-    """Guards that specialise the batch, H or W under ``torch.export`` (draft mode reports
-    all of them instead of stopping at the first), with the user's source line. The example
-    batch is at least 2: torch.export specialises a size of 1 by design."""
+def _guards(run: ProbeRun, graph: ExportedGraph, module: Any) -> list[FrozenAt]:
+    """torch.export's guards for the module to blame, computed once each. A block is
+    analysed whole. A model only at the YAML layer that holds the failing node, on the input
+    that layer gets at the export shape: draft-exporting a whole detector costs minutes."""
     import torch
 
+    b, c, h, w = graph.shape.dims
+    if run.target.kind != "model":
+        if id(run.module) not in graph.guards:
+            x = torch.rand(max(b, 2), c, max(h, 2), max(w, 2))
+            graph.guards[id(run.module)] = guard_lines(run.module, x)
+        return graph.guards[id(run.module)]
+    tracer = run.target.tracer
+    layer = next((m for _, m in getattr(tracer, "layer_modules", []) or []
+                  if module is not None and (m is module or any(c is module for c in m.modules()))), None)
+    if layer is None:
+        return []
+    if id(layer) not in graph.guards:
+        seen: list[Any] = []
+        handle = layer.register_forward_pre_hook(lambda mod, args: seen.append(args))
+        try:
+            with torch.no_grad():
+                run.module(torch.rand(max(b, 2), c, h, w, device=run.x.device, dtype=run.x.dtype))
+        except Exception:  # noqa: BLE001 - no input for the layer, no analysis
+            pass
+        finally:
+            handle.remove()
+        args = seen[0] if seen else ()
+        one = len(args) == 1 and getattr(args[0], "dim", lambda: 0)() == 4
+        graph.guards[id(layer)] = guard_lines(layer, args[0].detach().float().cpu()) if one else []
+    return graph.guards[id(layer)]
+
+
+def guard_lines(module: Any, x: Any) -> list[FrozenAt]:
+    """Guards that specialise the batch, H or W of ``module``'s 4-D input under
+    ``torch.export`` (draft mode reports all of them instead of stopping at the first), with
+    the user's source line. The example batch is at least 2: torch.export specialises a
+    size of 1 by design."""
     try:
         from torch.export import Dim, draft_export
     except ImportError:
         return []
     model = _cpu_float_copy(module).eval()
-    b, c, h, w = shape.dims
-    x = torch.rand(max(b, 2), c, max(h, 2), max(w, 2))
-    dims = {"x": {0: Dim("batch"), 2: Dim("height"), 3: Dim("width")}}
+    dims = ({0: Dim("batch"), 2: Dim("height"), 3: Dim("width")},)
     try:
         with _captured_output(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
