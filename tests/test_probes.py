@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import FIXTURES
-from yoloblocks_cli.tracing.probes import Target, block_sweep, model_sweep, probe_names, run_point, with_batches
+from yoloblocks_cli.tracing.probes import Target, block_sweep, default_probes, model_sweep, run_point, with_batches
 from yoloblocks_cli.loading.spec import Shape
 from yoloblocks_cli.tracing.tracer import ShapeTracer
 from yoloblocks_cli.tracing.run import sweep
@@ -98,7 +98,7 @@ def test_timeout_is_reported_and_the_sweep_goes_on():
 
 
 def test_nonfinite_output_is_located():
-    p = run_point(target(BROKEN.NaNAtLargeSize(4)), Shape(1, 4, 21, 21), probe_names())
+    p = run_point(target(BROKEN.NaNAtLargeSize(4)), Shape(1, 4, 21, 21), default_probes())
     assert p.results["sweep"].status == "pass"
     assert p.results["finite"].status == "fail"
     assert p.results["channels-last"].status == "pass"  # NaN in the same places is not a layout bug
@@ -157,7 +157,7 @@ def test_shipped_block_passes_every_probe(info, one_thread):
 
     base = FAMILY_SIZE[info.family]
     loaded = build_block(resolve_spec(info.name), base.channels)
-    points = sweep([target(loaded.module)], block_sweep(base), probe_names())
+    points = sweep([target(loaded.module)], block_sweep(base), default_probes())
     bad = {p.label: {n: r.detail for n, r in p.results.items() if r.failed} for p in points if not p.ok}
     assert not bad
     assert len(points) == 8
@@ -172,7 +172,7 @@ def test_sweep_on_cuda_in_half_precision():
     from blocks.csp import C2f
 
     dev = torch.device("cuda")
-    points = sweep([target(C2f(16, 16, 1, True))], block_sweep(Shape(1, 16, 12, 12)), probe_names(),
+    points = sweep([target(C2f(16, 16, 1, True))], block_sweep(Shape(1, 16, 12, 12)), default_probes(),
                    device=dev, dtype=torch.float16)
     assert all(p.ok for p in points), [p.error for p in points if not p.ok]
 

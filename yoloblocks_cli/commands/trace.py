@@ -18,7 +18,8 @@ BatchesOpt = Annotated[Optional[str], typer.Option(
 ScalesOpt = Annotated[Optional[str], typer.Option(
     "--scales", help="Model scales to build, e.g. n,s,m (a hard-coded width breaks only at some).")]
 ProbesOpt = Annotated[str, typer.Option(
-    "--probes", help="Comma list of probes: sweep,finite,batch,channels-last,train,grads (or 'all').")]
+    "--probes", help="Comma list of probes: sweep,finite,batch,channels-last,train,grads (the default), "
+    "export (ONNX + onnxruntime, slow); 'all' is every one.")]
 NoProbeOpt = Annotated[Optional[List[str]], typer.Option(
     "--no-probe", help="Switch one probe off; repeatable.")]
 LayersOpt = Annotated[bool, typer.Option(
@@ -37,7 +38,7 @@ def register(app: typer.Typer) -> None:
         sizes: SizesOpt = None,
         batch: BatchesOpt = None,
         scales: ScalesOpt = None,
-        probes: ProbesOpt = "all",
+        probes: ProbesOpt = "default",
         no_probe: NoProbeOpt = None,
         layers: LayersOpt = False,
         args: ArgsOpt = None,

@@ -269,11 +269,14 @@ def _one_line(failure: Failure | None) -> str:
 
 ProbeFn = Callable[[ProbeRun], ProbeResult]
 _PROBES: dict[str, tuple[ProbeFn, str]] = {}
+_OPT_IN: set[str] = set()  # slow probes: run when named or with 'all', not by default
 
 
-def register_probe(name: str, description: str) -> Callable[[ProbeFn], ProbeFn]:
+def register_probe(name: str, description: str, default: bool = True) -> Callable[[ProbeFn], ProbeFn]:
     def deco(fn: ProbeFn) -> ProbeFn:
         _PROBES[name] = (fn, description)
+        if not default:
+            _OPT_IN.add(name)
         return fn
 
     return deco
@@ -281,6 +284,10 @@ def register_probe(name: str, description: str) -> Callable[[ProbeFn], ProbeFn]:
 
 def probe_names() -> list[str]:
     return list(_PROBES)
+
+
+def default_probes() -> list[str]:
+    return [n for n in _PROBES if n not in _OPT_IN]
 
 
 def probe_description(name: str) -> str:
@@ -571,3 +578,6 @@ def probe_grads(run: ProbeRun) -> ProbeResult:
               "remove them or use find_unused_parameters=True")
     f.layer_input_shape = None
     return ProbeResult("grads", "fail", f.message, f)
+
+
+from yoloblocks_cli.tracing import export_probe  # noqa: E402,F401 - registers "export" (opt-in), in its own module

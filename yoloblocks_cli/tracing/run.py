@@ -14,7 +14,8 @@ from typing import Any, Sequence
 
 from yoloblocks_cli.errors import UsageError
 from yoloblocks_cli.tracing.guard import guarded_point
-from yoloblocks_cli.tracing.probes import Point, ProbeResult, Target, block_sweep, model_sweep, probe_names, run_point, with_batches
+from yoloblocks_cli.tracing.probes import (Point, ProbeResult, Target, block_sweep, default_probes, model_sweep, probe_names,
+                                          run_point, with_batches)
 from yoloblocks_cli.loading.spec import Shape, parse_args_list, parse_block_sizes, parse_kwargs, parse_model_sizes
 from yoloblocks_cli.tracing.tracer import ShapeTracer, fmt_shape
 
@@ -29,7 +30,7 @@ class TraceRequest:
     sizes: list[str] = field(default_factory=list)
     batch: str | None = None
     scales: str | None = None
-    probes: str = "all"
+    probes: str = "default"
     no_probe: list[str] = field(default_factory=list)
     layers: bool = False
     args: str | None = None
@@ -49,7 +50,9 @@ class TraceRequest:
 
 def parse_probes(text: str, disabled: Sequence[str] = ()) -> list[str]:
     known = probe_names()
-    names = known if text.strip().lower() in ("", "all") else [p.strip() for p in text.split(",") if p.strip()]
+    choice = text.strip().lower()
+    names = (known if choice == "all" else default_probes() if choice in ("", "default")
+             else [p.strip() for p in text.split(",") if p.strip()])
     for n in list(names) + list(disabled):
         if n not in known:
             raise UsageError(f"unknown probe '{n}': choose from {', '.join(known)}")
