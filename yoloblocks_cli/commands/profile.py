@@ -23,17 +23,19 @@ LayerRunsOpt = Annotated[int, typer.Option("--layer-runs", min=0, help="CUDA: sy
 NoLatencyOpt = Annotated[bool, typer.Option("--no-latency", help="Skip timing.")]
 NoMemoryOpt = Annotated[bool, typer.Option("--no-memory", help="Skip the peak-memory measurement.")]
 DialectOpt = Annotated[Optional[str], typer.Option("--dialect", help="YAML dialect (default: detected; ultralytics).")]
+WeightsYamlOpt = Annotated[Optional[str], typer.Option("--model", help="The YAML a plain state_dict (.pt/.pth/.safetensors) belongs to.")]
 
 
 def register(app: typer.Typer) -> None:
     @app.command("profile")
     def profile_cmd(
-        model: Annotated[str, typer.Argument(help="A model YAML, or a shipped model's name (yolov8n, yolo11s).")],
+        model: Annotated[str, typer.Argument(help="A model YAML, a shipped model's name (yolov8n, yolo11s) or a trained checkpoint (best.pt).")],
         size: ModelSizeOpt = "640",
         scale: ScaleOpt = None,
         nc: NcOpt = None,
         plugin: PluginOpt = None,
         dialect: DialectOpt = None,
+        model_yaml: WeightsYamlOpt = None,
         device: DeviceOpt = "cpu",
         dtype: DtypeOpt = "fp32",
         batch: BatchOpt = None,
@@ -54,8 +56,8 @@ def register(app: typer.Typer) -> None:
         from yoloblocks_cli.reporting.report import write_json
 
         opts = dict(model=model, size=size, scale=scale, nc=nc, plugins=tuple(str(p) for p in plugin or ()),
-                    dialect=dialect, device=device, dtype=dtype, batch=batch, threads=threads, train=train,
-                    runs=runs, layer_runs=layer_runs, latency=not no_latency, memory=not no_memory,
+                    dialect=dialect, model_yaml=model_yaml, device=device, dtype=dtype, batch=batch,
+                    threads=threads, train=train, runs=runs, layer_runs=layer_runs, latency=not no_latency, memory=not no_memory,
                     counters=parse_counters(counter))
         quiet = json_out or output is not None
         with _progress(not quiet) as step:
@@ -123,7 +125,7 @@ def run_profile(opts: dict[str, Any], step: Callable[[str], None] = lambda t: No
         torch.set_num_threads(opts["threads"])
     step(f"building {opts['model']}")
     built = build_model(opts["model"], scale=opts.get("scale"), plugins=opts.get("plugins", ()), nc=opts.get("nc"),
-                        dialect=opts.get("dialect"))
+                        dialect=opts.get("dialect"), weights_yaml=opts.get("model_yaml"))
     shape = parse_model_size(opts.get("size") or "640", opts.get("batch"), built.channels)
     if shape.channels != built.channels:
         raise UsageError(f"--size {opts.get('size')}: {built.name} takes {built.channels} input channels, "
@@ -209,6 +211,8 @@ def _measure(built: Any, shape: Any, gflops_640: float, device: Any, dtype: Any,
     report = base_report("profile", opts["model"], env_info(device, dtype, opts.get("threads")))
     report["model"] = {"name": built.name, "yaml": str(built.yaml_path), "scale": built.scale,
                        "dialect": built.dialect, "stride": list(built.stride)}
+    if getattr(built, "checkpoint", None) is not None:
+        report["checkpoint"] = built.checkpoint.as_json()
     report["input_shape"] = list(shape.dims)
     report["output_shape"] = out_shape
     report["params"] = {"total": built.params, "trainable": built.gradients,
@@ -261,6 +265,11 @@ def render(report: dict[str, Any]) -> None:
     env, m = report["env"], report["model"]
     con.print(f"[bold]{escape(m['name'])}[/]  [dim]{escape(m['yaml'])} · scale {m['scale'] or '-'} · "
               f"dialect {m['dialect']} · stride {', '.join(f'{s:g}' for s in m['stride'])}[/]")
+    if report.get("checkpoint"):
+        from yoloblocks_cli.reporting.checkpoint_facts import checkpoint_lines
+
+        for line in checkpoint_lines(report["checkpoint"]):
+            con.print(escape(line))
     con.print(f"[dim]{env['device']} ({env['device_name']}) · {env['dtype']} · {env['threads']} threads · "
               f"torch {env['torch']} · input {_shape_text(report['input_shape'])}[/]")
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
