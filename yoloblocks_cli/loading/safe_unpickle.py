@@ -228,7 +228,7 @@ def _allowed() -> dict[str, Any]:
         "torch._utils._rebuild_parameter": _rebuild_parameter,
         "torch._utils._rebuild_parameter_with_state": _rebuild_parameter,
         "collections.OrderedDict": _ordered_dict,
-        "builtins.set": _plain(set), "__builtin__.set": _plain(set),
+        "builtins.set": _plain(set),
         "builtins.frozenset": _plain(frozenset), "builtins.tuple": _plain(tuple), "builtins.list": _plain(list),
         "builtins.dict": _plain(dict),
         "_codecs.encode": _codecs_encode,
@@ -251,6 +251,15 @@ def _allowed() -> dict[str, Any]:
 _ALLOWED: dict[str, Any] = {}
 
 
+def _python3_name(module: str, name: str) -> tuple[str, str]:
+    """Protocol 2 writes Python 2 names (``__builtin__.eval``); report and decide on the Python 3 ones."""
+    import _compat_pickle
+
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        return _compat_pickle.NAME_MAPPING[(module, name)]
+    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
+
+
 class SafeUnpickler(pickle.Unpickler):
     """``find_class`` answers from the table above; ``persistent_load`` reads storages from the archive."""
 
@@ -262,6 +271,7 @@ class SafeUnpickler(pickle.Unpickler):
             _ALLOWED.update(_allowed())
 
     def find_class(self, module: str, name: str) -> Any:  # noqa: D102 - the whole point of this module
+        module, name = _python3_name(module, name)
         key = f"{module}.{name}"
         if key in _ALLOWED:
             return _ALLOWED[key]
