@@ -84,6 +84,20 @@ def test_what_the_checkpoint_says(name, fmt, key, ema, stripped, epoch, version)
     assert info.yaml_source == "checkpoint"
 
 
+@pytest.mark.parametrize("name", ["ultralytics-best.pt", "ultralytics-epoch.pt", "yolov5-best.pt", "yolov9-best.pt"])
+def test_docs_show_the_current_facts(name):
+    """docs/checkpoints.md is rendered by docs/examples/checkpoints/render.py: its facts and figures must not drift."""
+    from yoloblocks_cli.reporting.checkpoint_facts import checkpoint_lines
+
+    doc = (ROOT / "docs" / "checkpoints.md").read_text()
+    info = {**build(name).checkpoint.as_json(), "path": f"tests/fixtures/checkpoints/{name}"}
+    for line in checkpoint_lines(info):
+        assert line in doc
+    ref = REF["files"][name]
+    row = next(r for r in doc.splitlines() if r.startswith(f"| `{name}` |"))
+    assert f"| {ref['params']:,} | {'x'.join(map(str, ref['output_shape']))} | {ref['output_sum']:.6f} |" in row
+
+
 def test_state_dict_facts():
     info = build("tiny-v8-state_dict.pt").checkpoint
     assert (info.format, info.saved_dtype, info.task, info.names) == ("state_dict", "float32", None, None)
@@ -332,3 +346,14 @@ def test_model_classes_are_inert_records():
     assert obj._yb_args == ("rm -rf /",)
     with pytest.raises(UnsafeGlobal, match=f"inline: refused to load: the pickle asks for '{os.system.__module__}.system'"):
         SafeUnpickler(io.BytesIO(pickle.dumps(os.system, protocol=2)), lambda *a: None, "inline").load()
+
+
+def test_build_only_on_records():
+    """BUILD would call an object's own __setstate__ (a tensor's, say): yb allows it on records only."""
+    import io
+
+    from yoloblocks_cli.loading.safe_unpickle import SafeUnpickler
+
+    payload = b"\x80\x02cbuiltins\nobject\n)\x81}X\x01\x00\x00\x00aK\x01sb."
+    with pytest.raises(pickle.UnpicklingError, match="BUILD on a object is not allowed"):
+        SafeUnpickler(io.BytesIO(payload), lambda *a: None, "inline").load()

@@ -21,7 +21,10 @@ The unpickler here decides every global the file names (``find_class``) against 
 
 Anything else (``os.system``, ``posix.system``, ``builtins.eval``, ``subprocess.Popen``,
 ``torch.load``, a function of a model library) raises :class:`UnsafeGlobal` naming it, before
-it could be called. The only callables the pickle machine can reach are the ones above.
+it could be called. The only callables the pickle machine can reach are the ones above, and
+its BUILD opcode (which would call an object's own ``__setstate__``) acts on records only.
+The Python implementation of the unpickler is used so that BUILD can be replaced; a checkpoint's
+``data.pkl`` is small (the tensors' bytes are separate entries), so its speed does not matter.
 """
 
 from __future__ import annotations
@@ -260,8 +263,25 @@ def _python3_name(module: str, name: str) -> tuple[str, str]:
     return _compat_pickle.IMPORT_MAPPING.get(module, module), name
 
 
-class SafeUnpickler(pickle.Unpickler):
-    """``find_class`` answers from the table above; ``persistent_load`` reads storages from the archive."""
+def _load_build(self: Any) -> None:
+    """BUILD (``obj.__setstate__(state)`` or ``obj.__dict__.update(state)``) only on a record, or a dict's
+    ``_metadata``: on anything else (a tensor, a dtype) it would call that object's own ``__setstate__``."""
+    state = self.stack.pop()
+    inst = self.stack[-1]
+    if isinstance(inst, Record):
+        inst.__setstate__(state)
+    elif isinstance(inst, OrderedDict) and isinstance(state, dict) and set(state) <= {"_metadata"}:
+        inst._metadata = state.get("_metadata")  # nn.Module.state_dict()'s version table
+    else:
+        raise pickle.UnpicklingError(f"BUILD on a {type(inst).__name__} is not allowed")
+
+
+class SafeUnpickler(pickle._Unpickler):  # the Python implementation: BUILD is ours too (see _load_build)
+    """``find_class`` answers from the table above; ``persistent_load`` reads storages from the archive;
+    BUILD sets state on records only."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch[pickle.BUILD[0]] = _load_build
 
     def __init__(self, file: Any, load_storage: Callable[[Any, str, int], Any], where: str):
         super().__init__(file, encoding="utf-8")
