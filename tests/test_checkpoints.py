@@ -52,6 +52,7 @@ def test_matches_the_library_that_wrote_it(name):
 
     ref = REF["files"][name]
     built = build(name)
+    assert {p.dtype for p in built.model.parameters()} == {torch.float32}  # saved as fp16: run as asked
     assert built.params == ref["params"]
     assert len(built.model.state_dict()) == ref["state_dict_keys"]
     with torch.no_grad():

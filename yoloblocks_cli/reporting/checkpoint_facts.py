@@ -22,7 +22,7 @@ def _ema(c: dict[str, Any]) -> str:
     if c.get("weights_key") == "ema":
         return "yes (the 'ema' entry)"
     if c.get("stripped") and c.get("ema"):
-        return "yes (stripped: the trainer copied the EMA into 'model')"
+        return "yes (stripped: EMA copied into 'model')"
     if c.get("weights_key") == "model":
         return "no ('model' entry, no EMA recorded)"
     return "-"
@@ -32,20 +32,23 @@ def _epoch(c: dict[str, Any]) -> str:
     e = c.get("epoch")
     if e is None:
         return "-"
-    return "final (-1: training finished)" if e == -1 else str(e)
+    return "final (-1)" if e == -1 else str(e)
+
+
+def _dash(v: Any) -> str:
+    return "-" if v in (None, "", []) else str(v)
 
 
 def checkpoint_lines(c: dict[str, Any]) -> list[str]:
-    """Two or three plain-text lines (the caller escapes them for rich)."""
+    """One line for every checkpoint, two more for a trainer's (the caller escapes them for rich)."""
     fmt = c.get("format", "?")
     source = "its stored YAML" if c.get("yaml_source") == "checkpoint" else f"--model {c.get('yaml_source')}"
-    dash = lambda v: "-" if v in (None, "", []) else str(v)  # noqa: E731
-    lines = [f"checkpoint {c.get('path')}: {fmt} format, rebuilt from {source}, {c.get('tensors')} tensors loaded "
-             f"strictly, saved as {dash(c.get('saved_dtype'))}"]
+    lines = [f"checkpoint {c.get('path')} · {fmt} · saved as {_dash(c.get('saved_dtype'))} · "
+             f"{c.get('tensors')} tensors loaded strictly into {source}"]
     if fmt not in ("state_dict", "safetensors"):
-        imgsz = c.get("imgsz")
-        lines.append(f"  task {dash(c.get('task'))} · nc {dash(c.get('nc'))} · names {_names(c.get('names'))} · "
-                     f"train imgsz {dash(imgsz)} · epoch {_epoch(c)}")
-        lines.append(f"  EMA {_ema(c)} · date {dash(c.get('date'))} · {dash(c.get('version'))} · "
-                     f"model class {dash(c.get('model_class'))}")
+        date = c.get("date")
+        lines.append(f"  task {_dash(c.get('task'))} · nc {_dash(c.get('nc'))} · names {_names(c.get('names'))} · "
+                     f"train imgsz {_dash(c.get('imgsz'))} · epoch {_epoch(c)} · EMA {_ema(c)}")
+        lines.append(f"  {_dash(c.get('version'))} · {_dash(date[:19] if isinstance(date, str) else None)} · "
+                     f"{_dash(c.get('model_class'))}")
     return lines

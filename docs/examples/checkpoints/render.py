@@ -7,7 +7,7 @@ A block to refresh is written as
     (replaced by the output)
     ```
 
-Commands run from the repository root with NO_COLOR=1 and COLUMNS=120, except ``hostile.pt``
+Commands run from the repository root with NO_COLOR=1 and COLUMNS=150, except ``hostile.pt``
 examples, which run in a temporary folder holding a hostile checkpoint written by torch.save
 (its payload would create a file next to it; the script checks that it did not).
 
@@ -37,12 +37,14 @@ torch.save({"model": Payload(), "epoch": 1}, "hostile.pt")
 
 
 def run(kind: str, command: str, hostile_dir: Path) -> str:
-    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "120", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "150", "PYTHONPATH": str(ROOT)}
     cwd = hostile_dir if "hostile.pt" in command else ROOT
     if kind == "yb":
         argv = [sys.executable, "-m", "yoloblocks_cli", *shlex.split(command)]
         r = subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env=env)
-        text = r.stdout + r.stderr + (f"(exit {r.returncode})\n" if r.returncode else "")
+        # progress lines go to stderr: shown only when the command failed or printed nothing else
+        shown = r.stdout + (r.stderr if r.returncode or not r.stdout else "")
+        text = shown + (f"(exit {r.returncode})\n" if r.returncode else "")
     else:
         r = subprocess.run(["bash", "-c", command], capture_output=True, text=True, cwd=cwd,
                            env={**env, "PATH": f"{Path(sys.executable).parent}:{env['PATH']}"})
