@@ -22,17 +22,19 @@ LayerRunsOpt = Annotated[int, typer.Option("--layer-runs", min=0, help="CUDA: sy
 NoLatencyOpt = Annotated[bool, typer.Option("--no-latency", help="Skip timing.")]
 NoMemoryOpt = Annotated[bool, typer.Option("--no-memory", help="Skip the peak-memory measurement.")]
 DialectOpt = Annotated[Optional[str], typer.Option("--dialect", help="YAML dialect (default: detected; ultralytics).")]
+WeightsYamlOpt = Annotated[Optional[str], typer.Option("--model", help="The YAML a plain state_dict (.pt/.pth/.safetensors) belongs to.")]
 
 
 def register(app: typer.Typer) -> None:
     @app.command("profile")
     def profile_cmd(
-        model: Annotated[str, typer.Argument(help="A model YAML, or a shipped model's name (yolov8n, yolo11s).")],
+        model: Annotated[str, typer.Argument(help="A model YAML, a shipped model's name (yolov8n, yolo11s) or a trained checkpoint (best.pt).")],
         size: ModelSizeOpt = "640",
         scale: ScaleOpt = None,
         nc: NcOpt = None,
         plugin: PluginOpt = None,
         dialect: DialectOpt = None,
+        model_yaml: WeightsYamlOpt = None,
         device: DeviceOpt = "cpu",
         dtype: DtypeOpt = "fp32",
         batch: BatchOpt = None,
@@ -57,7 +59,7 @@ def register(app: typer.Typer) -> None:
         from yoloblocks_cli.measuring.runs import ProfileOptions, profile_report
 
         opts = ProfileOptions(model=model, size=size, scale=scale, nc=nc, plugins=tuple(str(p) for p in plugin or ()),
-                              dialect=dialect, device=device, dtype=dtype, batch=batch, threads=threads, train=train,
+                              dialect=dialect, model_yaml=model_yaml, device=device, dtype=dtype, batch=batch, threads=threads, train=train,
                               runs=runs, layer_runs=layer_runs, latency=not no_latency, memory=not no_memory,
                               counters=parse_counters(counter))
         quiet = json_out or output is not None
@@ -125,6 +127,11 @@ def render(report: dict[str, Any]) -> None:
     env, m = report["env"], report["model"]
     con.print(f"[bold]{escape(m['name'])}[/]  [dim]{escape(display_path(m['yaml']))} · scale {m['scale'] or '-'} · "
               f"dialect {m['dialect']} · stride {', '.join(f'{s:g}' for s in m['stride'])}[/]")
+    if report.get("checkpoint"):
+        from yoloblocks_cli.reporting.checkpoint_facts import checkpoint_lines
+
+        for line in checkpoint_lines(report["checkpoint"]):
+            con.print(escape(line))
     con.print(f"[dim]{env['device']} ({env['device_name']}) · {env['dtype']} · {env['threads']} threads · "
               f"torch {env['torch']} · input {format_shape(report['input_shape'])}[/]")
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)

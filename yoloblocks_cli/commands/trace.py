@@ -26,6 +26,8 @@ LayersOpt = Annotated[bool, typer.Option(
     "--layers", help="Print the per-layer shape trace (first configuration and every failing one).")]
 JunitOpt = Annotated[Optional[Path], typer.Option(
     "--junit", callback=writable_path, help="Write JUnit XML: one testcase per configuration x probe.")]
+WeightsYamlOpt = Annotated[Optional[str], typer.Option(
+    "--model", help="The YAML a plain state_dict (.pt/.pth/.safetensors) belongs to.")]
 TimeoutOpt = Annotated[Optional[float], typer.Option(
     "--timeout", help="Seconds allowed per configuration; a late one is reported as 'timeout'.")]
 
@@ -33,7 +35,7 @@ TimeoutOpt = Annotated[Optional[float], typer.Option(
 def register(app: typer.Typer) -> None:
     @app.command("trace")
     def trace_cmd(
-        target: Annotated[str, typer.Argument(help="Block (name, module:Class, file.py:Class) or model YAML.")],
+        target: Annotated[str, typer.Argument(help="Block (name, module:Class, file.py:Class), model YAML or checkpoint (best.pt).")],
         size: SizeOpt = [],  # noqa: B006 - typer needs a literal default
         sizes: SizesOpt = None,
         batch: BatchesOpt = None,
@@ -44,6 +46,7 @@ def register(app: typer.Typer) -> None:
         args: ArgsOpt = None,
         kwargs: KwargsOpt = None,
         plugin: PluginOpt = None,
+        model_yaml: WeightsYamlOpt = None,
         device: DeviceOpt = "cpu",
         dtype: DtypeOpt = "fp32",
         threads: ThreadsOpt = None,
@@ -65,7 +68,8 @@ def register(app: typer.Typer) -> None:
         req = TraceRequest(target=target, size=list(size or []), sizes=list(sizes or []), batch=batch,
                            scales=scales, probes=probes, no_probe=list(no_probe or []), layers=layers,
                            args=args, kwargs=list(kwargs or []), plugins=list(plugin or []), device=device,
-                           dtype=dtype, threads=threads, timeout=timeout, json_out=json_out, output=output, junit=junit)
+                           dtype=dtype, threads=threads, timeout=timeout, json_out=json_out, output=output, junit=junit,
+                           model_yaml=model_yaml)
         code = run_trace(req)
         if code:
             raise typer.Exit(code)

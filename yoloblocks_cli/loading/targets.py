@@ -32,8 +32,10 @@ class Target:
 
 
 def is_model(text: str) -> bool:
-    """A YAML path or the short name of a model the tool ships."""
-    if text.lower().endswith((".yaml", ".yml")):
+    """A YAML path, a trained checkpoint (``best.pt``) or the short name of a model the tool ships."""
+    from yoloblocks_cli.loading.checkpoint import is_checkpoint
+
+    if text.lower().endswith((".yaml", ".yml")) or is_checkpoint(text):
         return True
     if ":" in text or "/" in text or "\\" in text:
         return False

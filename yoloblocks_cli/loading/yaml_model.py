@@ -298,6 +298,7 @@ class BuiltModel:
     name: str
     yaml: dict = field(default_factory=dict)
     channels: int = 3
+    checkpoint: Any = None  # CheckpointInfo when the weights came from a trained checkpoint
 
     @property
     def params(self) -> int:
@@ -425,8 +426,18 @@ def _call_text(name: str, args: list, kwargs: dict) -> str:
 
 
 def build_model(path_or_name: str | Path, scale: str | None = None, plugins: Sequence[str | Path] = (),
-                nc: int | None = None, dialect: str | None = None, channels: int | None = None) -> BuiltModel:
-    """Build a YOLO YAML (a path or a shipped short name) into a model, exactly as ultralytics would."""
+                nc: int | None = None, dialect: str | None = None, channels: int | None = None,
+                source: YamlDoc | None = None, weights_yaml: str | None = None) -> BuiltModel:
+    """Build a YOLO YAML (a path or a shipped short name) into a model, exactly as ultralytics would.
+
+    A checkpoint path (``best.pt``) is rebuilt from its stored YAML (or ``weights_yaml`` for a plain
+    state_dict) with its trained weights: see :mod:`yoloblocks_cli.loading.checkpoint`.
+    ``source``: an already-parsed document (a checkpoint's stored YAML); ``path_or_name`` then only names it."""
+    if source is None and str(path_or_name).lower().endswith((".pt", ".pth", ".safetensors", ".ckpt")):
+        from yoloblocks_cli.loading.checkpoint import build_from_checkpoint
+
+        return build_from_checkpoint(path_or_name, weights_yaml, scale=scale, plugins=plugins, nc=nc,
+                                     dialect=dialect)
     import torch
 
     import blocks  # noqa: F401  (registers the library)
@@ -434,11 +445,11 @@ def build_model(path_or_name: str | Path, scale: str | None = None, plugins: Seq
     from yoloblocks_cli.loading import limits
     from yoloblocks_cli.loading.dialects import detect_dialect, get_dialect
 
-    path = resolve_model_path(path_or_name)
+    path = resolve_model_path(path_or_name) if source is None else source.path
     requested = Path(str(path_or_name))
     req_name = requested.name
     req_stem = _requested_stem(req_name.rsplit(".", 1)[0] if req_name.endswith((".yaml", ".yml")) else req_name)
-    doc = read_yaml(path)
+    doc = read_yaml(path) if source is None else source
     d = dict(doc.data)
     if nc is not None:
         d["nc"] = nc

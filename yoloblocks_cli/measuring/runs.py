@@ -63,6 +63,7 @@ class ProfileOptions:
     nc: int | None = None
     plugins: tuple = ()
     dialect: str | None = None
+    model_yaml: str | None = None  # the YAML a plain state_dict belongs to (--model)
     device: str = "cpu"
     dtype: str = "fp32"
     batch: int | None = None
@@ -155,7 +156,8 @@ def profile_report(opts: ProfileOptions, progress: Progress | None = None) -> di
     device, dtype = resolve_device(opts.device), resolve_dtype(opts.dtype)
     _set_threads(opts.threads, opts.latency)
     say(f"building {opts.model}")
-    built = build_model(opts.model, scale=opts.scale, plugins=opts.plugins, nc=opts.nc, dialect=opts.dialect)
+    built = build_model(opts.model, scale=opts.scale, plugins=opts.plugins, nc=opts.nc, dialect=opts.dialect,
+                        weights_yaml=opts.model_yaml)
     shape = parse_model_size(opts.size or "640", opts.batch, built.channels)
     if shape.channels != built.channels:
         raise UsageError(f"--size {opts.size}: {built.name} takes {built.channels} input channels, "
@@ -172,6 +174,8 @@ def profile_report(opts: ProfileOptions, progress: Progress | None = None) -> di
     report = base_report("profile", opts.model, env_info(device, dtype, opts.threads))
     report["model"] = {"name": built.name, "yaml": str(built.yaml_path), "scale": built.scale,
                        "dialect": built.dialect, "stride": list(built.stride)}
+    if getattr(built, "checkpoint", None) is not None:
+        report["checkpoint"] = built.checkpoint.as_json()
     report["input_shape"] = result["input_shape"]
     report["output_shape"] = result["output_shape"]
     report["params"] = {"total": built.params, "trainable": built.gradients, "buffers": result["params"]["buffers"]}

@@ -43,6 +43,7 @@ class TraceRequest:
     json_out: bool = False
     output: Path | None = None
     junit: Path | None = None
+    model_yaml: str | None = None  # the YAML a plain state_dict target belongs to
 
 
 # --- inputs ------------------------------------------------------------------------------------
@@ -72,7 +73,9 @@ def parse_batches(text: str | None) -> list[int] | None:
 
 
 def is_model_target(text: str) -> bool:
-    if text.lower().endswith((".yaml", ".yml")):
+    from yoloblocks_cli.loading.checkpoint import is_checkpoint
+
+    if text.lower().endswith((".yaml", ".yml")) or is_checkpoint(text):
         return True
     if ":" in text or text.endswith(".py"):
         return False
@@ -173,7 +176,8 @@ def model_targets(req: TraceRequest) -> tuple[list[Target], int]:
     targets, stride = [], 0
     for scale in scales:
         try:
-            built = build_model(req.target, scale=scale, plugins=tuple(str(p) for p in req.plugins))
+            built = build_model(req.target, scale=scale, plugins=tuple(str(p) for p in req.plugins),
+                                weights_yaml=req.model_yaml)
         except UsageError as exc:
             if not _LAYER_RAN.search(str(exc)) or exc.__context__ is None:
                 raise  # a malformed YAML, an unknown module: bad input
