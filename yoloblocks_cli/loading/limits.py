@@ -408,6 +408,8 @@ def preflight_model(name: Any) -> None:
         path = resolve_model_path(name)
     except UsageError:
         return  # not a model name: the command reports it in its own words
+    if path.suffix.lower() not in (".yaml", ".yml"):
+        return  # a checkpoint: its stored YAML is bounded when the builder reads it
     doc = read_yaml(path)
     data = doc.data
     where = str(path)
