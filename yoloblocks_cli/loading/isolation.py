@@ -24,6 +24,7 @@ PROTECTED = frozenset({
     "rich", "typer", "click", "typing_extensions", "tomli", "tomllib", "matplotlib", "ultralytics", "mamba_ssm",
     "selective_scan_cuda", "selective_scan_cuda_core", "causal_conv1d", "triton", "timm", "scipy", "pandas",
     "PIL", "psutil", "sympy", "networkx", "jinja2", "tabulate", "termcolor", "pydantic",
+    "onnx", "onnxruntime", "onnxscript", "safetensors",
 })
 
 
