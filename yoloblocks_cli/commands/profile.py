@@ -215,6 +215,7 @@ def _measure(built: Any, shape: Any, gflops_640: float, device: Any, dtype: Any,
                         "buffers": sum(b.numel() for b in model.buffers())}
     report["flops"] = flops.as_json()
     report["flops"]["ultralytics_extrapolated_640"] = int(round(gflops_640 * 1e9))
+    report["flops"]["ultralytics_rules"] = _thop_rule_modules(model)
     report["summary"] = {"layers": built.n_layers, "params": built.params, "gradients": built.gradients,
                          "gflops": round(gflops_640, 1), "gflops_exact": gflops_640,
                          "line": summary_line(built, gflops_640)}
@@ -231,6 +232,26 @@ def _measure(built: Any, shape: Any, gflops_640: float, device: Any, dtype: Any,
     report["options"] = {"size": opts.get("size"), "batch": shape.batch, "train": bool(opts.get("train")),
                          "plugins": list(opts.get("plugins", ()))}
     return report
+
+
+def _thop_rule_modules(model: Any) -> list[str]:
+    """Class names in the model that yb's thop counter has a rule for (``MODULE_MACS``) and plain thop,
+    hence ultralytics' ``get_flops`` and the summary line, has not (Mamba-YOLO's SS2D: its scan and einsums)."""
+    from blocks.flop_formulas import MODULE_MACS
+
+    return sorted({type(m).__name__ for m in model.modules() if type(m) in MODULE_MACS})
+
+
+def thop_difference_note(thop_640: float, summary_640: float, rules: list[str]) -> str:
+    """Why the thop counter at 640x640 and the summary line differ: a module rule that ultralytics' get_flops
+    lacks (its stride-sized pass scales exactly: thop is linear in H*W here), else the extrapolation."""
+    if rules:
+        return (f"thop at 640x640 gives {thop_640 / 1e9:.3f} GFLOPs with yb's rule for {', '.join(rules)}; the summary "
+                f"line ({summary_640 / 1e9:.3f}) is ultralytics' get_flops, which has no such rule and counts only "
+                f"the child layers: the difference ({(thop_640 - summary_640) / 1e9:+.3f}) is what the rule adds "
+                "(docs/mamba.md)")
+    return (f"thop measured at 640x640 gives {thop_640 / 1e9:.3f} GFLOPs; the summary line extrapolates from a "
+            f"stride-sized input as ultralytics does ({summary_640 / 1e9:.3f})")
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -282,8 +303,7 @@ def render(report: dict[str, Any]) -> None:
     ex = fl.get("ultralytics_extrapolated_640")
     if fl.get("ultralytics") is not None and ex is not None and report["input_shape"][-2:] == [640, 640] \
             and report["input_shape"][0] == 1 and abs(fl["ultralytics"] - ex) > 0.0005 * ex:
-        con.print(f"[yellow]note:[/] thop measured at 640x640 gives {fl['ultralytics'] / 1e9:.3f} GFLOPs; the summary "
-                  f"line extrapolates from a stride-sized input as ultralytics does ({ex / 1e9:.3f})")
+        con.print(f"[yellow]note:[/] {escape(thop_difference_note(fl['ultralytics'], ex, fl.get('ultralytics_rules') or []))}")
     for line in fl.get("uncounted", []):
         con.print(f"  uncounted  {escape(line)}")
     render_timing(con, report)

@@ -389,10 +389,14 @@ def load_plugins(plugins: Iterable[str | Path]) -> dict[str, type]:
 
 
 def _resolve_arg(a: Any, names: dict[str, Any]) -> Any:
+    """A YAML argument: a literal, a name the dialect allows (``nc``), or an activation module written as
+    ``nn.LeakyReLU(0.1)`` (YOLOv7-tiny), parsed by :func:`parse_activation` (ValueError if not allowed)."""
     if not isinstance(a, str):
         return a
     if a in names:
         return names[a]
+    if a.strip().startswith(("nn.", "torch.nn.")):
+        return parse_activation(a)  # a new module per row, as the repositories' eval makes one
     try:
         return ast.literal_eval(a)
     except (ValueError, SyntaxError):
@@ -418,6 +422,28 @@ def _shapes(x: Any) -> str:
         return "[" + ", ".join(_shapes(v) for v in x) + "]"
     shape = getattr(x, "shape", None)
     return "x".join(str(d) for d in shape) if shape is not None else type(x).__name__
+
+
+def check_module_names(doc: YamlDoc, resolver: Any) -> None:
+    """Every unknown module name of the file at once (a user fixing a YAML needs the whole list).
+
+    One unknown module: the usual one line. Several: a header line, then one line per row
+    (file:line, layer, name, did-you-mean); both end by pointing at ``--plugin`` for a block of
+    the user's own. Malformed rows are left to the build loop, which names them.
+    """
+    unknown: list[str] = []
+    for i, (row, line) in enumerate(doc.rows):
+        if not (isinstance(row, list) and len(row) == 4 and isinstance(row[2], str)):
+            continue
+        try:
+            resolver.find(row[2])
+        except LookupError as exc:
+            unknown.append(f"{_where(doc.path, line)}: layer {i} ({row[2]}): {exc}")
+    plugin = "a block of your own: pass its file with --plugin FILE.py"
+    if len(unknown) == 1:
+        raise UsageError(f"{unknown[0]}; {plugin}")
+    if unknown:
+        raise UsageError(f"{doc.path}: {len(unknown)} unknown modules ({plugin}):\n" + "\n".join(f"  {u}" for u in unknown))
 
 
 def _call_text(name: str, args: list, kwargs: dict) -> str:
@@ -447,6 +473,7 @@ def build_model(path_or_name: str | Path, scale: str | None = None, plugins: Seq
         raise UsageError(str(exc.args[0])) from None
     plugin_classes = load_plugins(plugins)
     resolver = _Resolver(dia, plugin_classes)
+    check_module_names(doc, resolver)
 
     # scale: --scale, else the file name the user typed (yolov8n -> n), else the first in `scales`
     scales = d.get("scales")
@@ -519,7 +546,10 @@ def build_model(path_or_name: str | Path, scale: str | None = None, plugins: Seq
                 cls, convention, display = resolver.find(mname)
             except LookupError as exc:
                 raise UsageError(f"{loc}: {exc}") from None
-            args = [_resolve_arg(a, names) for a in args]
+            try:
+                args = [_resolve_arg(a, names) for a in args]
+            except ValueError as exc:
+                raise UsageError(f"{loc}: {exc}") from None
             n_ = max(round(n * depth), 1) if n > 1 else n
             ch_in = [ch[j] for j in f_list]
             if convention is not None:
