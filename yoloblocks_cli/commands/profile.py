@@ -247,9 +247,9 @@ def thop_difference_note(thop_640: float, summary_640: float, rules: list[str]) 
     lacks (its stride-sized pass scales exactly: thop is linear in H*W here), else the extrapolation."""
     if rules:
         return (f"thop at 640x640 gives {thop_640 / 1e9:.3f} GFLOPs with yb's rule for {', '.join(rules)}; the summary "
-                f"line ({summary_640 / 1e9:.3f}) is ultralytics' get_flops, which has no such rule and counts only "
-                f"the child layers: the difference ({(thop_640 - summary_640) / 1e9:+.3f}) is what the rule adds "
-                "(docs/mamba.md)")
+                f"line ({summary_640 / 1e9:.3f}) is ultralytics' get_flops, plain thop without that rule (not an "
+                f"extrapolation: thop is linear in H*W here); the difference ({(thop_640 - summary_640) / 1e9:+.3f}) "
+                "is what the rule adds, for SS2D the selective scan (docs/mamba.md)")
     return (f"thop measured at 640x640 gives {thop_640 / 1e9:.3f} GFLOPs; the summary line extrapolates from a "
             f"stride-sized input as ultralytics does ({summary_640 / 1e9:.3f})")
 

@@ -96,7 +96,7 @@ def resolve_model_path(name: str | Path) -> Path:
     sub = p.parent if p.parent != Path(".") else None
     folders = [root / sub] if sub is not None else _shipped_folders()
     for folder in folders:
-        for cand in _candidate_stems(stem):
+        for cand in dict.fromkeys([stem, *_candidate_stems(stem)]):  # the literal name first: hub/yolov5n6
             q = folder / f"{cand}.yaml"
             if q.is_file():
                 return q
