@@ -262,3 +262,15 @@ def test_thop_note_names_the_module_rule_not_an_extrapolation():
     note = thop_difference_note(19.591e9, 16.265e9, ["SS2D"])
     assert "SS2D" in note and "get_flops" in note and "+3.326" in note and "not an extrapolation" in note
     assert "extrapolates" in thop_difference_note(9.0e9, 8.9e9, [])
+
+
+def test_yolov9_activation_key_sets_repconvn_too_for_one_build():
+    """gelan.yaml / yolov9.yaml: `activation: nn.ReLU()` sets Conv's and RepConvN's default, as the repository."""
+    from blocks.conv import Conv
+    from blocks.gelan import RepConvN
+    from yoloblocks_cli.loading.yaml_model import default_activation
+
+    with default_activation(nn.ReLU(), ("RepConvN",)):
+        assert isinstance(Conv.default_act, nn.ReLU) and isinstance(RepConvN.default_act, nn.ReLU)
+        assert Conv.default_act is not RepConvN.default_act  # two instances, as two evals make
+    assert isinstance(Conv.default_act, nn.SiLU) and isinstance(RepConvN.default_act, nn.SiLU)

@@ -30,6 +30,8 @@ ULTRALYTICS_FACTS: dict[str, Any] = {
     # children: YOLOv8n 129); older ultralytics and the YOLOv5/YOLOv9 repositories count
     # len(list(model.modules())) (YOLOv8n 225)
     "summary_layers": "leaves",
+    # registry names of classes besides Conv whose default_act an `activation:` key also sets
+    "activation_also": (),
 }
 
 

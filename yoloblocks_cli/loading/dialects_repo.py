@@ -154,7 +154,8 @@ class RepoWidthConventions(Mapping):
 
 REPO_CONVENTIONS = RepoWidthConventions()
 
-YOLOV9_FACTS = {**REPO_FACTS, "arg_names": ("nc", "anchors", "sem_nc")}  # sem_nc: Panoptic's stuff classes
+# sem_nc: Panoptic's stuff classes; `activation:` sets RepConvN's default too (gelan.yaml, yolov9.yaml)
+YOLOV9_FACTS = {**REPO_FACTS, "arg_names": ("nc", "anchors", "sem_nc"), "activation_also": ("RepConvN",)}
 
 YOLOV9_REPO = register_dialect(Dialect(
     "yolov9-repo", detect=is_yolov9_repo, rename=YOLOV9_RENAME, conventions=REPO_CONVENTIONS, facts=YOLOV9_FACTS, priority=20,

@@ -202,17 +202,27 @@ def parse_activation(text: str) -> Any:
 
 
 @contextlib.contextmanager
-def default_activation(act: Any) -> Iterator[None]:
-    """Conv.default_act is class state (ultralytics mutates it); set it for one build only."""
-    from blocks.conv import Conv
+def default_activation(act: Any, others: Sequence[str] = ()) -> Iterator[None]:
+    """Conv.default_act is class state (ultralytics mutates it); set it for one build only.
 
-    saved = Conv.default_act
+    ``others``: registry names of further classes whose ``default_act`` the dialect also sets, each
+    to its own copy (the YOLOv9 repository sets RepConvN's too).
+    """
+    import copy
+
+    from blocks.conv import Conv
+    from blocks.registry import get_block
+
+    classes = [Conv, *(get_block(name).cls for name in others)]
+    saved = [c.default_act for c in classes]
     if act is not None:
-        Conv.default_act = act
+        for k, c in enumerate(classes):
+            c.default_act = act if k == 0 else copy.deepcopy(act)
     try:
         yield
     finally:
-        Conv.default_act = saved
+        for c, a in zip(classes, saved):
+            c.default_act = a
 
 
 # --- the model -------------------------------------------------------------------------------
@@ -525,7 +535,7 @@ def build_model(path_or_name: str | Path, scale: str | None = None, plugins: Seq
     x = torch.zeros(1, ch0, probe, probe)
     stride = None
 
-    with default_activation(act_module), torch.no_grad():
+    with default_activation(act_module, dia.fact("activation_also")), torch.no_grad():
         for i, (row, line) in enumerate(doc.rows):
             loc = f"{_where(path, line)}: layer {i}"
             if not isinstance(row, list) or len(row) != 4:
