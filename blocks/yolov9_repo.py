@@ -403,7 +403,7 @@ class UConv(nn.Module):
         return self.up(self.cv2(self.cv1(x)))
 
 
-@register_block(SEGMENT_HEAD, family="head", source=_SOURCE)
+@register_block(SEGMENT_HEAD, family="head", source=_SOURCE, default_args=lambda c1: (80, 93, 32, 256))
 class Panoptic(_MaskMixin, DetectRepo):
     """Segment head plus a semantic map of sem_nc + nc classes (``UConv`` on the first level)."""
 
