@@ -274,3 +274,17 @@ def test_yolov9_activation_key_sets_repconvn_too_for_one_build():
         assert isinstance(Conv.default_act, nn.ReLU) and isinstance(RepConvN.default_act, nn.ReLU)
         assert Conv.default_act is not RepConvN.default_act  # two instances, as two evals make
     assert isinstance(Conv.default_act, nn.SiLU) and isinstance(RepConvN.default_act, nn.SiLU)
+
+
+def test_reorg_model_summary_has_no_gflops_when_thop_raises_as_the_repository(yb, tmp_path):
+    """ultralytics-thop 2.2.3 raises in get_flops' pass on YOLOv7's ReOrg (P6) models; the repository's
+    model_info then prints no GFLOPs, and so does yb's summary line (its own thop counter still counts)."""
+    p = tmp_path / "reorg.yaml"
+    p.write_text("nc: 80\nanchors:\n  - [10, 13, 16, 30, 33, 23]\nbackbone:\n  - [-1, 1, ReOrg, []]\n"
+                 "  - [-1, 1, Conv, [32, 3, 1]]\n  - [-1, 1, Conv, [64, 3, 2]]\n  - [-1, 1, Conv, [64, 3, 2]]\n"
+                 "head:\n  - [[3], 1, IDetect, [nc, anchors]]\n")
+    proc = yb("profile", str(p), "--no-latency", "--no-memory", "--layer-runs", "0", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["summary"]["line"] == "reorg summary: 22 layers, 75,966 parameters, 75,966 gradients"
+    assert report["summary"]["gflops"] is None and report["flops"]["ultralytics"] == 2_374_860_800

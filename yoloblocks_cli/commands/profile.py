@@ -129,7 +129,10 @@ def run_profile(opts: dict[str, Any], step: Callable[[str], None] = lambda t: No
         raise UsageError(f"--size {opts.get('size')}: {built.name} takes {built.channels} input channels, "
                          f"not {shape.channels}")
     step("ultralytics GFLOPs at 640")
-    gflops_640 = ultralytics_gflops(built, 640)
+    try:
+        gflops_640: float | None = ultralytics_gflops(built, 640)
+    except Exception:  # noqa: BLE001 - as the repositories' model_info: thop raised, the line prints no GFLOPs
+        gflops_640 = None  # (ultralytics-thop 2.2.3 on YOLOv7's ReOrg P6 models)
     try:
         return _measure(built, shape, gflops_640, device, dtype, opts, step)
     except YBError:
@@ -140,7 +143,7 @@ def run_profile(opts: dict[str, Any], step: Callable[[str], None] = lambda t: No
                           ) from exc
 
 
-def _measure(built: Any, shape: Any, gflops_640: float, device: Any, dtype: Any, opts: dict[str, Any],
+def _measure(built: Any, shape: Any, gflops_640: float | None, device: Any, dtype: Any, opts: dict[str, Any],
              step: Callable[[str], None]) -> dict[str, Any]:
     import torch
 
@@ -214,10 +217,10 @@ def _measure(built: Any, shape: Any, gflops_640: float, device: Any, dtype: Any,
     report["params"] = {"total": built.params, "trainable": built.gradients,
                         "buffers": sum(b.numel() for b in model.buffers())}
     report["flops"] = flops.as_json()
-    report["flops"]["ultralytics_extrapolated_640"] = int(round(gflops_640 * 1e9))
+    report["flops"]["ultralytics_extrapolated_640"] = None if gflops_640 is None else int(round(gflops_640 * 1e9))
     report["flops"]["ultralytics_rules"] = _thop_rule_modules(model)
     report["summary"] = {"layers": built.n_layers, "params": built.params, "gradients": built.gradients,
-                         "gflops": round(gflops_640, 1), "gflops_exact": gflops_640,
+                         "gflops": None if gflops_640 is None else round(gflops_640, 1), "gflops_exact": gflops_640,
                          "line": summary_line(built, gflops_640)}
     report["layers"] = [r.as_json() for r in rows]
     report["latency_ms"] = latency.as_json() if latency is not None else None
