@@ -41,6 +41,7 @@ FAST_ALL = {  # key: also compare GFLOPs (a second full pass: only for the small
     "yolov7_repo/yolov7": False,
     "yolov7_repo/deploy/yolov7": False,
     "yolov5_repo/hub/yolov3": False,
+    "yolov5_repo/hub/yolov5s-transformer": True,  # attention: the repositories' stride-image GFLOPs (16.622)
     "yolov5_repo/segment/yolov5n-seg": True,
     "yolov9_repo/segment/gelan-c-dseg": False,
 }

@@ -55,6 +55,7 @@ REPO_FACTS: dict[str, Any] = {
     "stride_probe": 256,  # both build the strides from a 256x256 zero image
     "scale_from_file_name": False,  # yolov5s.yaml carries its own multiples; the name is not a scale
     "summary_layers": "modules",  # their model_info: len(list(model.modules()))
+    "gflops_from_stride_image": True,  # their model_info: thop at stride x stride, scaled by area
 }
 
 

@@ -667,10 +667,22 @@ def ultralytics_gflops(built: BuiltModel | Any, imgsz: int | Sequence[int] = 640
     stride = max(int(model.stride.max()), 32) if hasattr(model, "stride") else 32
     import torch
 
+    if isinstance(built, BuiltModel) and _scaled_from_stride_image(built):
+        # the repositories' model_info: one stride x stride image, scaled by area (attention included)
+        im = torch.zeros((1, p.shape[1], stride, stride), device=p.device, dtype=p.dtype)
+        with _quiet():
+            macs = thop.profile(model, inputs=[im], verbose=False)[0]
+        return macs / 1e9 * 2 * (hw[0] / stride) * (hw[1] / stride)
     im = torch.empty((1, p.shape[1], *hw), device=p.device, dtype=p.dtype)
     with _quiet():
         macs = thop.profile(model, inputs=[im], stride=stride, min_cells=1, verbose=False)[0]
     return macs / 1e9 * 2
+
+
+def _scaled_from_stride_image(built: BuiltModel) -> bool:
+    from yoloblocks_cli.loading.dialects import get_dialect
+
+    return bool(get_dialect(built.dialect).fact("gflops_from_stride_image"))
 
 
 @contextlib.contextmanager
