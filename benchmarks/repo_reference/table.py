@@ -41,8 +41,14 @@ def _g(v: float | None) -> str:
 def render(ref: dict, yb: dict) -> str:
     rows = ["| YAML | reference params | modules | GFLOPs | yb params | modules | GFLOPs | exact |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
-    for key, r in ref.items():
-        y = yb.get(key)
+    shipped = sorted(p.relative_to(ROOT / "blocks" / "cfg").with_suffix("").as_posix()
+                     for folder in ("yolov5_repo", "yolov7_repo", "yolov9_repo")
+                     for p in (ROOT / "blocks" / "cfg" / folder).rglob("*.yaml"))
+    for key in shipped:
+        if key not in ref:
+            rows.append(f"| `{key}` | not measured | | | | | | |")
+            continue
+        r, y = ref[key], yb.get(key)
         if y is None:
             rows.append(f"| `{key}` | {r['params']:,} | {r['modules']} | {_g(r.get('gflops'))} | not built | | | |")
             continue
