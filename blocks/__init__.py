@@ -13,6 +13,7 @@ from blocks import gelan  # noqa: F401,E402
 from blocks import torch_nn  # noqa: F401,E402
 from blocks import yolov5_repo  # noqa: F401,E402
 from blocks import yolov9_repo  # noqa: F401,E402
+from blocks import yolov7_repo  # noqa: F401,E402
 from blocks import attention  # noqa: F401,E402
 from blocks import mamba  # noqa: F401,E402
 from blocks import ghost  # noqa: F401,E402

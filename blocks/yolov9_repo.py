@@ -140,11 +140,15 @@ class _MultiBranchDDetect(nn.Module):
         self.strides = torch.empty(0)
         for b in range(self.branches):
             group = ch[b * self.nl:(b + 1) * self.nl]
-            c2, c3 = _branch_widths(group[0], nc)
-            setattr(self, f"cv{2 + 2 * b}", nn.ModuleList(_box_tower(x, c2) for x in group))
+            c2, c3 = self.widths(group[0], nc)
+            setattr(self, f"cv{2 + 2 * b}", nn.ModuleList(self.box_tower(x, c2) for x in group))
             setattr(self, f"cv{3 + 2 * b}", nn.ModuleList(_cls_tower(x, c3, nc) for x in group))
         for b in range(self.branches):
             setattr(self, "dfl" if b == 0 else f"dfl{b + 1}", DFL(REG_MAX))
+
+    # DDetect's tower layout; the repository's plain Detect (yolov7-af) overrides both
+    widths = staticmethod(_branch_widths)
+    box_tower = staticmethod(_box_tower)
 
     def _towers(self, b: int) -> tuple[nn.ModuleList, nn.ModuleList, DFL]:
         return (getattr(self, f"cv{2 + 2 * b}"), getattr(self, f"cv{3 + 2 * b}"),
@@ -273,3 +277,150 @@ class SPPELANRepo(SPPELAN):
     def __init__(self, c1: int, c2: int, c3: int, k: int = 5):
         super().__init__(c1, c2, c3, k)
         self.cv2, self.cv3, self.cv4 = SP(k), SP(k), SP(k)
+
+
+# --- the plain anchor-free Detect and the segment / panoptic heads ---------------------------
+
+from blocks.yolov5_repo import Proto, scaled_protos  # noqa: E402
+
+
+def _detect_widths(ch0: int, nc: int) -> tuple[int, int]:
+    """The repository's plain Detect: no rounding to 4, ungrouped box tower."""
+    return max(ch0 // 4, REG_MAX * 4, 16), max(ch0, min(nc * 2, 128))
+
+
+def _plain_box_tower(c_in: int, c2: int) -> nn.Sequential:
+    return nn.Sequential(Conv(c_in, c2, 3), Conv(c2, c2, 3), nn.Conv2d(c2, 4 * REG_MAX, 1))
+
+
+def _mask_tower(c_in: int, c4: int, nm: int) -> nn.Sequential:
+    return nn.Sequential(Conv(c_in, c4, 3), Conv(c4, c4, 3), nn.Conv2d(c4, nm, 1))
+
+
+def _segment_head(ctx: LayerContext) -> Resolved:
+    scaled_protos(ctx, 2)  # the repository scales args[2] (npr for Segment, nm for Panoptic)
+    return Resolved([*ctx.args, list(ctx.ch_in)], None, repeats=1)
+
+
+SEGMENT_HEAD = register_convention(Convention(
+    "segment_head",
+    "YOLOv9 segment/panoptic head: args [nc, (sem_nc,) nm, npr], args[2] width-scaled, input widths appended",
+    _segment_head, lambda c1, rest: [*(rest if rest is not None else [80, 32, 256]), [c1]],
+))
+
+
+@register_block("head", family="head", source=_SOURCE, name="Detect_yolov9repo", default_args=lambda c1: (80,))
+class DetectRepo(DDetect):
+    """The repository's anchor-free Detect (yolov7-af): DDetect without the grouped box tower."""
+
+    widths = staticmethod(_detect_widths)
+    box_tower = staticmethod(_plain_box_tower)
+
+
+class _MaskMixin:
+    """mask coefficients (cv4 per level) beside a detection result, as the repository returns them."""
+
+    def _coefficients(self, towers: nn.ModuleList, maps: list[torch.Tensor]) -> torch.Tensor:
+        bs = maps[0].shape[0]
+        return torch.cat([t(m).view(bs, self.nm, -1) for t, m in zip(towers, maps)], 2)
+
+
+@register_block(SEGMENT_HEAD, family="head", source=_SOURCE, name="Segment_yolov9repo")
+class SegmentRepo9(_MaskMixin, DetectRepo):
+    """Detect + Proto on the first level + nm mask coefficients per anchor (yolov7-af-seg, gelan-c-seg)."""
+
+    def __init__(self, nc: int = 80, nm: int = 32, npr: int = 256, ch: tuple[int, ...] = (), inplace: bool = True):
+        super().__init__(nc, ch, inplace)
+        self.nm, self.npr = nm, npr
+        self.proto = Proto(ch[0], npr, nm)
+        c4 = max(ch[0] // 4, nm)
+        self.cv4 = nn.ModuleList(_mask_tower(x, c4, nm) for x in ch)
+
+    def forward(self, x: list[torch.Tensor]):
+        x = list(x)
+        p = self.proto(x[0])
+        mc = self._coefficients(self.cv4, x)
+        d = super().forward(x)
+        if self.training:
+            return d, mc, p
+        return (torch.cat([d, mc], 1), p) if self.export else (torch.cat([d[0], mc], 1), (d[1], mc, p))
+
+
+@register_block(SEGMENT_HEAD, family="head", source=_SOURCE)
+class DSegment(_MaskMixin, DDetect):
+    """DDetect on all inputs but the last; a 1x1 Conv of the last input gives the prototypes."""
+
+    def __init__(self, nc: int = 80, nm: int = 32, npr: int = 256, ch: tuple[int, ...] = (), inplace: bool = True):
+        super().__init__(nc, tuple(ch[:-1]), inplace)
+        self.nm, self.npr = nm, npr
+        self.proto = Conv(ch[-1], nm, 1)
+        c4 = max(ch[0] // 4, nm)
+        self.cv4 = nn.ModuleList(_mask_tower(x, c4, nm) for x in ch[:-1])
+
+    def forward(self, x: list[torch.Tensor]):
+        x = list(x)
+        p = self.proto(x[-1])
+        mc = self._coefficients(self.cv4, x[:-1])
+        d = super().forward(x[:-1])
+        if self.training:
+            return d, mc, p
+        return (torch.cat([d, mc], 1), p) if self.export else (torch.cat([d[0], mc], 1), (d[1], mc, p))
+
+
+@register_block(SEGMENT_HEAD, family="head", source=_SOURCE)
+class DualDSegment(_MaskMixin, DualDDetect):
+    """DualDDetect plus one prototype Conv and one coefficient tower set per branch (aux first)."""
+
+    def __init__(self, nc: int = 80, nm: int = 32, npr: int = 256, ch: tuple[int, ...] = (), inplace: bool = True):
+        super().__init__(nc, tuple(ch[:-2]), inplace)
+        self.nm, self.npr = nm, npr
+        self.proto = Conv(ch[-2], nm, 1)
+        self.proto2 = Conv(ch[-1], nm, 1)
+        c6, c7 = max(ch[0] // 4, nm), max(ch[self.nl] // 4, nm)
+        self.cv6 = nn.ModuleList(_mask_tower(x, c6, nm) for x in ch[:self.nl])
+        self.cv7 = nn.ModuleList(_mask_tower(x, c7, nm) for x in ch[self.nl:2 * self.nl])
+
+    def forward(self, x: list[torch.Tensor]):
+        x = list(x)
+        p = [self.proto(x[-2]), self.proto2(x[-1])]
+        mc = [self._coefficients(self.cv6, x[:self.nl]), self._coefficients(self.cv7, x[self.nl:2 * self.nl])]
+        d = super().forward(x[:-2])
+        if self.training:
+            return d, mc, p
+        return torch.cat([d[0][1], mc[1]], 1), (d[1][1], mc[1], p[1])
+
+
+class UConv(nn.Module):
+    """Semantic branch: 3x3 Conv, 1x1 conv to the class count, 2x bilinear upsample."""
+
+    def __init__(self, c1: int, c_: int = 256, c2: int = 256):
+        super().__init__()
+        self.cv1 = Conv(c1, c_, k=3)
+        self.cv2 = nn.Conv2d(c_, c2, 1, 1)
+        self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.cv2(self.cv1(x)))
+
+
+@register_block(SEGMENT_HEAD, family="head", source=_SOURCE, default_args=lambda c1: (80, 93, 32, 256))
+class Panoptic(_MaskMixin, DetectRepo):
+    """Segment head plus a semantic map of sem_nc + nc classes (``UConv`` on the first level)."""
+
+    def __init__(self, nc: int = 80, sem_nc: int = 93, nm: int = 32, npr: int = 256, ch: tuple[int, ...] = (),
+                 inplace: bool = True):
+        super().__init__(nc, ch, inplace)
+        self.sem_nc, self.nm, self.npr = sem_nc, nm, npr
+        self.proto = Proto(ch[0], npr, nm)
+        self.uconv = UConv(ch[0], ch[0] // 4, sem_nc + nc)
+        c4 = max(ch[0] // 4, nm)
+        self.cv4 = nn.ModuleList(_mask_tower(x, c4, nm) for x in ch)
+
+    def forward(self, x: list[torch.Tensor]):
+        x = list(x)
+        p, s = self.proto(x[0]), self.uconv(x[0])
+        mc = self._coefficients(self.cv4, x)
+        d = super().forward(x)
+        if self.training:
+            return d, mc, p, s
+        return (torch.cat([d, mc], 1), p, s) if self.export else (torch.cat([d[0], mc], 1), (d[1], mc, p, s))

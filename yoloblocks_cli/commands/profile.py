@@ -109,6 +109,18 @@ class _progress:
             self.bar.stop()
 
 
+def thop_difference_note(thop_640: float, summary_640: float, rules: list[str]) -> str:
+    """Why the thop counter at 640x640 and the summary line differ: a module rule that ultralytics' get_flops
+    lacks (its stride-sized pass scales exactly: thop is linear in H*W here), else the extrapolation."""
+    if rules:
+        return (f"thop at 640x640 gives {thop_640 / 1e9:.3f} GFLOPs with yb's rule for {', '.join(rules)}; the summary "
+                f"line ({summary_640 / 1e9:.3f}) is ultralytics' get_flops, plain thop without that rule (not an "
+                f"extrapolation: thop is linear in H*W here); the difference ({(thop_640 - summary_640) / 1e9:+.3f}) "
+                "is what the rule adds, for SS2D the selective scan (docs/mamba.md)")
+    return (f"thop measured at 640x640 gives {thop_640 / 1e9:.3f} GFLOPs; the summary line extrapolates from a "
+            f"stride-sized input as ultralytics does ({summary_640 / 1e9:.3f})")
+
+
 # ----------------------------------------------------------------------------- rendering
 
 
@@ -153,8 +165,7 @@ def render(report: dict[str, Any]) -> None:
     ex = fl.get("ultralytics_extrapolated_640")
     if fl.get("ultralytics") is not None and ex is not None and report["input_shape"][-2:] == [640, 640] \
             and report["input_shape"][0] == 1 and abs(fl["ultralytics"] - ex) > 0.0005 * ex:
-        con.print(f"[yellow]note:[/] thop measured at 640x640 gives {fl['ultralytics'] / 1e9:.3f} GFLOPs; the summary "
-                  f"line extrapolates from a stride-sized input as ultralytics does ({ex / 1e9:.3f})")
+        con.print(f"[yellow]note:[/] {escape(thop_difference_note(fl['ultralytics'], ex, fl.get('ultralytics_rules') or []))}")
     for line in fl.get("uncounted", []):
         con.print(f"  uncounted  {escape(line)}")
     render_timing(con, report)

@@ -30,6 +30,12 @@ ULTRALYTICS_FACTS: dict[str, Any] = {
     # children: YOLOv8n 129); older ultralytics and the YOLOv5/YOLOv9 repositories count
     # len(list(model.modules())) (YOLOv8n 225)
     "summary_layers": "leaves",
+    # the summary's GFLOPs: False = ultralytics 8.4's get_flops (thop's stride-aligned proxies); True = the
+    # repositories' model_info (thop on one stride x stride image, times the area ratio: YOLOv5's C3TR
+    # attention is counted at one token per P5 cell, 16.6 GFLOPs for hub/yolov5s-transformer)
+    "gflops_from_stride_image": False,
+    # registry names of classes besides Conv whose default_act an `activation:` key also sets
+    "activation_also": (),
 }
 
 

@@ -25,8 +25,26 @@ YOLOV9_SIGNATURE = frozenset({
 # together with the top-level `anchors` key that the repository's YAMLs always carry.
 GELAN_MODULES = frozenset({"RepNCSPELAN4", "ADown", "SPPELAN", "ELAN1", "AConv", "CBLinear", "CBFuse"})
 
-YOLOV5_RENAME = {"Detect": "AnchorDetect"}
-YOLOV9_RENAME: dict[str, str] = {"SPPELAN": "SPPELAN_yolov9repo"}  # pools wrapped in SP modules
+# Modules only the YOLOv7 repository names (YOLOR heads, ELAN-era stems and CSP variants).
+YOLOV7_SIGNATURE = frozenset({
+    "IDetect", "IAuxDetect", "IKeypoint", "IBin", "DownC", "ReOrg", "Stem", "Shortcut", "SPPCSPC", "MP", "SP",
+    "RepConv", "Res", "ResX", *(f"{b}CSP{x}" for b in ("Bottleneck", "Res", "ResX") for x in "ABC"),
+})
+# Heads that are anchor-free in the YOLOv9 repository: its rows give [nc, ...] without `anchors`.
+_FREE_HEADS = frozenset({"Detect", "Segment", "Panoptic"})
+
+YOLOV5_RENAME = {
+    "Detect": "AnchorDetect", "Segment": "Segment_yolov5repo", "Bottleneck": "Bottleneck_yolov5repo",
+    "SPP": "SPP_yolov5repo", "C3TR": "C3TR_yolov5repo",
+}
+YOLOV9_RENAME: dict[str, str] = {
+    "SPPELAN": "SPPELAN_yolov9repo",  # pools wrapped in SP modules
+    "Detect": "Detect_yolov9repo", "Segment": "Segment_yolov9repo",  # anchor-free, DDetect-sized
+}
+YOLOV7_RENAME = {
+    "Conv": "Conv_yolov7repo", "RepConv": "RepConv_yolov7repo", "Bottleneck": "Bottleneck_yolov7repo",
+    "SPP": "SPP_yolov7repo", "SPPCSPC": "SPPCSPC_yolov7repo", "Detect": "AnchorDetect",
+}
 
 # parse_model facts shared by both repositories (ultralytics/yolov5 v7.0, WongKinYiu/yolov9),
 # in the keys of ``yoloblocks_cli.loading.dialects.ULTRALYTICS_FACTS``. Their width rule skips
@@ -37,6 +55,7 @@ REPO_FACTS: dict[str, Any] = {
     "stride_probe": 256,  # both build the strides from a 256x256 zero image
     "scale_from_file_name": False,  # yolov5s.yaml carries its own multiples; the name is not a scale
     "summary_layers": "modules",  # their model_info: len(list(model.modules()))
+    "gflops_from_stride_image": True,  # their model_info: thop at stride x stride, scaled by area
 }
 
 
@@ -54,15 +73,35 @@ def _any(names: set[str], wanted: Iterable[str]) -> bool:
     return not names.isdisjoint(wanted)
 
 
+def _anchor_free_head(d: dict) -> bool:
+    """A Detect/Segment/Panoptic row whose args do not name ``anchors`` (the YOLOv9 repository's yolov7-af)."""
+    for layer in (d.get("head") or []):
+        if (isinstance(layer, (list, tuple)) and len(layer) >= 4 and layer[2] in _FREE_HEADS
+                and isinstance(layer[3], list) and "anchors" not in layer[3]
+                and not any(isinstance(a, list) for a in layer[3])):
+            return True
+    return False
+
+
 def is_yolov9_repo(d: dict) -> bool:
-    """A YOLOv9-repository YAML: a PGI/DDetect module, or GELAN modules next to an ``anchors`` key."""
+    """A YOLOv9-repository YAML: a PGI/DDetect module, or GELAN modules (or an anchor-free head) next
+    to an ``anchors`` key."""
     names = module_names(d)
-    return _any(names, YOLOV9_SIGNATURE) or ("anchors" in d and _any(names, GELAN_MODULES))
+    return _any(names, YOLOV9_SIGNATURE) or ("anchors" in d and (_any(names, GELAN_MODULES) or _anchor_free_head(d)))
+
+
+def is_yolov7_repo(d: dict) -> bool:
+    """A YOLOv7-repository YAML: YOLOv7-only modules next to an ``anchors`` key, and not YOLOv9's.
+
+    Its baseline yolov3/yolov3-spp YAMLs use only modules YOLOv5 has too: the shipped copies
+    name their dialect (``dialect: yolov7-repo``).
+    """
+    return "anchors" in d and _any(module_names(d), YOLOV7_SIGNATURE) and not is_yolov9_repo(d)
 
 
 def is_yolov5_repo(d: dict) -> bool:
-    """A YOLOv5-repository YAML: a top-level ``anchors`` key and nothing of the YOLOv9 repository."""
-    return "anchors" in d and not is_yolov9_repo(d)
+    """A YOLOv5-repository YAML: a top-level ``anchors`` key and nothing of the YOLOv9/YOLOv7 repositories."""
+    return "anchors" in d and not is_yolov9_repo(d) and not is_yolov7_repo(d)
 
 
 def no_width_skip(nc: int, anchors: Any) -> int:
@@ -116,9 +155,16 @@ class RepoWidthConventions(Mapping):
 
 REPO_CONVENTIONS = RepoWidthConventions()
 
+# sem_nc: Panoptic's stuff classes; `activation:` sets RepConvN's default too (gelan.yaml, yolov9.yaml)
+YOLOV9_FACTS = {**REPO_FACTS, "arg_names": ("nc", "anchors", "sem_nc"), "activation_also": ("RepConvN",)}
+
 YOLOV9_REPO = register_dialect(Dialect(
-    "yolov9-repo", detect=is_yolov9_repo, rename=YOLOV9_RENAME, conventions=REPO_CONVENTIONS, facts=REPO_FACTS, priority=20,
+    "yolov9-repo", detect=is_yolov9_repo, rename=YOLOV9_RENAME, conventions=REPO_CONVENTIONS, facts=YOLOV9_FACTS, priority=20,
     description="WongKinYiu/yolov9 parse_model: Silence/CBLinear/CBFuse routing, DDetect/DualDDetect heads",
+))
+YOLOV7_REPO = register_dialect(Dialect(
+    "yolov7-repo", detect=is_yolov7_repo, rename=YOLOV7_RENAME, conventions=REPO_CONVENTIONS, facts=REPO_FACTS, priority=15,
+    description="WongKinYiu/yolov7 parse_model: ELAN/CSP modules, IDetect/IAuxDetect, Conv(c1, c2, k, s, p, g, act)",
 ))
 YOLOV5_REPO = register_dialect(Dialect(
     "yolov5-repo", detect=is_yolov5_repo, rename=YOLOV5_RENAME, conventions=REPO_CONVENTIONS, facts=REPO_FACTS, priority=10,

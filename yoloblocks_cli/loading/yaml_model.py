@@ -96,7 +96,7 @@ def resolve_model_path(name: str | Path) -> Path:
     sub = p.parent if p.parent != Path(".") else None
     folders = [root / sub] if sub is not None else _shipped_folders()
     for folder in folders:
-        for cand in _candidate_stems(stem):
+        for cand in dict.fromkeys([stem, *_candidate_stems(stem)]):  # the literal name first: hub/yolov5n6
             q = folder / f"{cand}.yaml"
             if q.is_file():
                 return q
@@ -202,17 +202,27 @@ def parse_activation(text: str) -> Any:
 
 
 @contextlib.contextmanager
-def default_activation(act: Any) -> Iterator[None]:
-    """Conv.default_act is class state (ultralytics mutates it); set it for one build only."""
-    from blocks.conv import Conv
+def default_activation(act: Any, others: Sequence[str] = ()) -> Iterator[None]:
+    """Conv.default_act is class state (ultralytics mutates it); set it for one build only.
 
-    saved = Conv.default_act
+    ``others``: registry names of further classes whose ``default_act`` the dialect also sets, each
+    to its own copy (the YOLOv9 repository sets RepConvN's too).
+    """
+    import copy
+
+    from blocks.conv import Conv
+    from blocks.registry import get_block
+
+    classes = [Conv, *(get_block(name).cls for name in others)]
+    saved = [c.default_act for c in classes]
     if act is not None:
-        Conv.default_act = act
+        for k, c in enumerate(classes):
+            c.default_act = act if k == 0 else copy.deepcopy(act)
     try:
         yield
     finally:
-        Conv.default_act = saved
+        for c, a in zip(classes, saved):
+            c.default_act = a
 
 
 # --- the model -------------------------------------------------------------------------------
@@ -390,10 +400,14 @@ def load_plugins(plugins: Iterable[str | Path]) -> dict[str, type]:
 
 
 def _resolve_arg(a: Any, names: dict[str, Any]) -> Any:
+    """A YAML argument: a literal, a name the dialect allows (``nc``), or an activation module written as
+    ``nn.LeakyReLU(0.1)`` (YOLOv7-tiny), parsed by :func:`parse_activation` (ValueError if not allowed)."""
     if not isinstance(a, str):
         return a
     if a in names:
         return names[a]
+    if a.strip().startswith(("nn.", "torch.nn.")):
+        return parse_activation(a)  # a new module per row, as the repositories' eval makes one
     try:
         return ast.literal_eval(a)
     except (ValueError, SyntaxError):
@@ -419,6 +433,28 @@ def _shapes(x: Any) -> str:
         return "[" + ", ".join(_shapes(v) for v in x) + "]"
     shape = getattr(x, "shape", None)
     return "x".join(str(d) for d in shape) if shape is not None else type(x).__name__
+
+
+def check_module_names(doc: YamlDoc, resolver: Any) -> None:
+    """Every unknown module name of the file at once (a user fixing a YAML needs the whole list).
+
+    One unknown module: the usual one line. Several: a header line, then one line per row
+    (file:line, layer, name, did-you-mean); both end by pointing at ``--plugin`` for a block of
+    the user's own. Malformed rows are left to the build loop, which names them.
+    """
+    unknown: list[str] = []
+    for i, (row, line) in enumerate(doc.rows):
+        if not (isinstance(row, list) and len(row) == 4 and isinstance(row[2], str)):
+            continue
+        try:
+            resolver.find(row[2])
+        except LookupError as exc:
+            unknown.append(f"{_where(doc.path, line)}: layer {i} ({row[2]}): {exc}")
+    plugin = "a block of your own: pass its file with --plugin FILE.py"
+    if len(unknown) == 1:
+        raise UsageError(f"{unknown[0]}; {plugin}")
+    if unknown:
+        raise UsageError(f"{doc.path}: {len(unknown)} unknown modules ({plugin}):\n" + "\n".join(f"  {u}" for u in unknown))
 
 
 def _call_text(name: str, args: list, kwargs: dict) -> str:
@@ -459,6 +495,7 @@ def build_model(path_or_name: str | Path, scale: str | None = None, plugins: Seq
         raise UsageError(str(exc.args[0])) from None
     plugin_classes = load_plugins(plugins)
     resolver = _Resolver(dia, plugin_classes)
+    check_module_names(doc, resolver)
 
     # scale: --scale, else the file name the user typed (yolov8n -> n), else the first in `scales`
     scales = d.get("scales")
@@ -512,7 +549,7 @@ def build_model(path_or_name: str | Path, scale: str | None = None, plugins: Seq
     x = torch.zeros(1, ch0, probe, probe)
     stride = None
 
-    with default_activation(act_module), torch.no_grad():
+    with default_activation(act_module, dia.fact("activation_also")), torch.no_grad():
         for i, (row, line) in enumerate(doc.rows):
             loc = f"{_where(path, line)}: layer {i}"
             if not isinstance(row, list) or len(row) != 4:
@@ -533,7 +570,10 @@ def build_model(path_or_name: str | Path, scale: str | None = None, plugins: Seq
                 cls, convention, display = resolver.find(mname)
             except LookupError as exc:
                 raise UsageError(f"{loc}: {exc}") from None
-            args = [_resolve_arg(a, names) for a in args]
+            try:
+                args = [_resolve_arg(a, names) for a in args]
+            except ValueError as exc:
+                raise UsageError(f"{loc}: {exc}") from None
             n_ = max(round(n * depth), 1) if n > 1 else n
             limits.check_repeats(n, n_, loc)
             ch_in = [ch[j] for j in f_list]
@@ -648,10 +688,22 @@ def ultralytics_gflops(built: BuiltModel | Any, imgsz: int | Sequence[int] = 640
     stride = max(int(model.stride.max()), 32) if hasattr(model, "stride") else 32
     import torch
 
+    if isinstance(built, BuiltModel) and _scaled_from_stride_image(built):
+        # the repositories' model_info: one stride x stride image, scaled by area (attention included)
+        im = torch.zeros((1, p.shape[1], stride, stride), device=p.device, dtype=p.dtype)
+        with _quiet():
+            macs = thop.profile(model, inputs=[im], verbose=False)[0]
+        return macs / 1e9 * 2 * (hw[0] / stride) * (hw[1] / stride)
     im = torch.empty((1, p.shape[1], *hw), device=p.device, dtype=p.dtype)
     with _quiet():
         macs = thop.profile(model, inputs=[im], stride=stride, min_cells=1, verbose=False)[0]
     return macs / 1e9 * 2
+
+
+def _scaled_from_stride_image(built: BuiltModel) -> bool:
+    from yoloblocks_cli.loading.dialects import get_dialect
+
+    return bool(get_dialect(built.dialect).fact("gflops_from_stride_image"))
 
 
 @contextlib.contextmanager

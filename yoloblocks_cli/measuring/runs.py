@@ -163,7 +163,10 @@ def profile_report(opts: ProfileOptions, progress: Progress | None = None) -> di
         raise UsageError(f"--size {opts.size}: {built.name} takes {built.channels} input channels, "
                          f"not {shape.channels}")
     say("ultralytics GFLOPs at 640")
-    gflops_640 = ultralytics_gflops(built, 640)
+    try:
+        gflops_640: float | None = ultralytics_gflops(built, 640)
+    except Exception:  # noqa: BLE001 - as the repositories' model_info: thop raised, the line prints no GFLOPs
+        gflops_640 = None  # (ultralytics-thop 2.2.3 on YOLOv7's ReOrg P6 models)
     target = Target(built.name, "model", built.model, shape, built.name, built)
     try:
         m = measure(target, shape, opts.plan(device.type == "cuda"), device=device, dtype=dtype, progress=say,
@@ -180,9 +183,10 @@ def profile_report(opts: ProfileOptions, progress: Progress | None = None) -> di
     report["output_shape"] = result["output_shape"]
     report["params"] = {"total": built.params, "trainable": built.gradients, "buffers": result["params"]["buffers"]}
     report["flops"] = result["flops"]
-    report["flops"]["ultralytics_extrapolated_640"] = int(round(gflops_640 * 1e9))
+    report["flops"]["ultralytics_extrapolated_640"] = None if gflops_640 is None else int(round(gflops_640 * 1e9))
+    report["flops"]["ultralytics_rules"] = _thop_rule_modules(built.model)
     report["summary"] = {"layers": built.n_layers, "params": built.params, "gradients": built.gradients,
-                         "gflops": round(gflops_640, 1), "gflops_exact": gflops_640,
+                         "gflops": None if gflops_640 is None else round(gflops_640, 1), "gflops_exact": gflops_640,
                          "line": summary_line(built, gflops_640)}
     report["layers"] = result["layers"]
     report["latency_ms"] = result["latency_ms"]
@@ -192,3 +196,11 @@ def profile_report(opts: ProfileOptions, progress: Progress | None = None) -> di
             report[key] = result[key]
     report["options"] = {"size": opts.size, "batch": shape.batch, "train": opts.train, "plugins": list(opts.plugins)}
     return report
+
+
+def _thop_rule_modules(model: Any) -> list[str]:
+    """Class names in the model that yb's thop counter has a rule for (``MODULE_MACS``) and plain thop,
+    hence ultralytics' ``get_flops`` and the summary line, has not (Mamba-YOLO's SS2D: its scan and einsums)."""
+    from blocks.flop_formulas import MODULE_MACS
+
+    return sorted({type(m).__name__ for m in model.modules() if type(m) in MODULE_MACS})
