@@ -94,6 +94,7 @@ def run_probes(target: Any, shapes: list[Any], probes: list[str], device: Any, d
         list[Finding], list[dict[str, Any]]]:
     """Every probe at every shape through the trace engine -> findings and JSON points."""
     from yoloblocks_cli.tracing.probes import probe_names, run_point
+    from yoloblocks_cli.tracing.run import point_status
 
     enabled = [n for n in probe_names() if n in {"sweep", *probes}]
     pt = probe_target(target)
@@ -109,7 +110,9 @@ def run_probes(target: Any, shapes: list[Any], probes: list[str], device: Any, d
                 else:
                     msg = _failure_text(r.failure) if r.failure is not None else r.detail
                 findings.append(Finding(target.name, f"{name} {shape}", not r.failed, msg, r.status == "skip"))
-            points.append({"input_shape": list(shape.dims), "ok": point.ok, "output_shape": point.output_shape,
+            status = point_status(point)  # a configuration too small for the block is "ok": null, never true
+            points.append({"input_shape": list(shape.dims), "ok": None if status == "skip" else point.ok,
+                           "status": status, "output_shape": point.output_shape,
                            "probes": {n: r.to_json() for n, r in point.results.items()}})
     finally:
         pt.tracer.detach()

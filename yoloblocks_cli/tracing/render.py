@@ -59,11 +59,15 @@ def render(req: Any, kind: str, targets: Sequence[Target], probes: Sequence[str]
         console.print(f"  {escape(' '.join(line.strip() for line in f.message.splitlines()))}")
         if f.hint:
             console.print(f"  [yellow]hint:[/] {escape(f.hint)}")
-    n_pass = sum(p.ok for p in points)
+    from yoloblocks_cli.tracing.run import point_status
+
+    n_pass = sum(point_status(p) == "pass" for p in points)
+    n_skip = sum(point_status(p) == "skip" for p in points)
+    skipped = f", {n_skip} skipped (too small for the block)" if n_skip else ""
     console.print()
     colour = "green" if not failed else "red"
     console.print(f"[{colour}]{len(points)} configurations x {len(probes)} probes: "
-                  f"{n_pass} passed, {len(failed)} failed[/]")
+                  f"{n_pass} passed, {len(failed)} failed{skipped}[/]")
 
 
 def _grouped_failures(points: Sequence[Point]) -> list[tuple[list[str], str, Any]]:

@@ -41,6 +41,9 @@ class TraceRequest:
     json_out: bool = False
     output: Path | None = None
     junit: Path | None = None
+    layout: str | None = None  # --layout nchw|nhwc|bnc
+    inputs: list[str] = field(default_factory=list)  # --inputs k=BxNxC
+    root: Path | None = None  # --root DIR of a file block
 
 
 # --- inputs ------------------------------------------------------------------------------------
@@ -127,9 +130,14 @@ def env_dict(device: Any, dtype: Any) -> dict[str, Any]:
 def block_targets(req: TraceRequest, c1: int) -> list[Target]:
     from yoloblocks_cli.loading.load import load_block
 
+    from yoloblocks_cli.loading.inputs import feed_from_map, parse_input_spec
+
     spec = plugin_spec(req.target, req.plugins)
-    loaded = load_block(spec, c1, parse_args_list(req.args), parse_kwargs(req.kwargs))
+    loaded = load_block(spec, c1, parse_args_list(req.args), parse_kwargs(req.kwargs), root=req.root)
+    plan = feed_from_map(loaded.module, parse_input_spec(req.layout, req.inputs))
     tracer = ShapeTracer(loaded.module).attach(persistent=req.layers)
+    tracer.input_layout = plan.spec.layout.value
+    tracer.input_plan = plan  # read by build_report and render
     return [Target(loaded.module, tracer, loaded.call, None, "block")]
 
 
@@ -327,6 +335,8 @@ def run_trace(req: TraceRequest) -> int:
         if len({s.channels for s in shapes}) > 1:
             raise UsageError("every size of a block sweep must have the same channel count")
     else:
+        if req.layout or req.inputs:
+            raise UsageError("--layout and --inputs apply to blocks only (a model takes an image)")
         targets, stride = model_targets(req)
         shapes = configurations(req, "model", stride)
     show_progress = not req.json_out and sys.stderr.isatty()
@@ -367,14 +377,29 @@ def build_report(req: TraceRequest, kind: str, targets: Sequence[Target], probes
         "built": [t.name for t in targets],
         "probes": list(probes),
         "points": [point_json(p, req.layers) for p in points],
-        "passed": sum(p.ok for p in points),
+        "passed": sum(point_status(p) == "pass" for p in points),
         "failed": sum(not p.ok for p in points),
+        "skipped": sum(point_status(p) == "skip" for p in points),
     })
     return report
 
 
+def point_status(p: Point) -> str:
+    """"fail" if a probe failed; "skip" when the configuration was not run (too small for the
+    block: every probe skipped, or the forward itself); else "pass"."""
+    if not p.ok:
+        return "fail"
+    sweep = p.results.get("sweep")
+    if (sweep is not None and sweep.status == "skip") or (p.results and all(
+            r.status == "skip" for r in p.results.values())):
+        return "skip"
+    return "pass"
+
+
 def point_json(p: Point, layers: bool) -> dict[str, Any]:
-    d: dict[str, Any] = {"input_shape": list(p.shape.dims), "scale": p.scale, "ok": p.ok,
+    status = point_status(p)
+    d: dict[str, Any] = {"input_shape": list(p.shape.dims), "scale": p.scale,
+                         "ok": None if status == "skip" else p.ok, "status": status,
                          "output_shape": p.output_shape}
     err = p.error
     if err is not None:
