@@ -267,10 +267,11 @@ def _divisibility(ctx: HintContext) -> tuple[str, str] | None:
     if ctx.exc_type == "AssertionError" and "%" in (ctx.source_line or ""):
         k = _divisor(ctx)
         if k is not None and (h % k or w % k):
-            return ("divisibility", _divisibility_text(k, h, w, f"an assertion ({ctx.source_line})"))
+            expr = re.search(r"[\w.]+\s*%\s*\(?[\w.]+", ctx.source_line or "")
+            return ("divisibility", _divisibility_text(k, h, w, f"an assertion on {expr.group(0) if expr else '%'}"))
         if k is None:
             return ("divisibility",
-                    f"divisibility: an assertion on a remainder ({ctx.source_line}) fails at {h}x{w}: the block "
+                    f"divisibility: an assertion on a remainder fails at {h}x{w}: the block "
                     f"needs H and W to be multiples of a block size; pad the map inside the block or feed only "
                     f"such sizes")
     m = _EINOPS_DIVIDE.search(ctx.message)

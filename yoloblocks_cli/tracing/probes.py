@@ -451,6 +451,9 @@ def probe_batch(run: ProbeRun) -> ProbeResult:
             where.cause = "batch-mixing"
             where.hint = ("batch mixing: a reshape or reduction folds the batch axis into tokens (e.g. view(-1, C) "
                           "then softmax/mean over dim 0); keep B as its own axis")
+            from yoloblocks_cli.tracing.mixing import locate_mixing
+
+            locate_mixing(run, i, where)  # the op (file:line) whose output mixes samples
             return ProbeResult("batch", "fail", where.message, where)
     return ProbeResult("batch", "pass", f"{b} samples independent")
 

@@ -10,7 +10,8 @@ from yoloblocks_cli.tracing.tracer import fmt_shape
 _CELL = {"pass": "[green]pass[/]", "fail": "[bold red]FAIL[/]", "skip": "[dim]-[/]", "timeout": "[bold red]timeout[/]"}
 
 
-def render(req: Any, kind: str, targets: Sequence[Target], probes: Sequence[str], points: Sequence[Point]) -> None:
+def render(req: Any, kind: str, targets: Sequence[Target], probes: Sequence[str], points: Sequence[Point],
+           report: dict[str, Any] | None = None) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -18,6 +19,8 @@ def render(req: Any, kind: str, targets: Sequence[Target], probes: Sequence[str]
     console = Console(highlight=False, soft_wrap=True)
     for t in targets:
         console.print(f"[bold]{escape(t.name)}[/]")
+    for line in _notes(report or {}):
+        console.print(f"  [dim]{escape(line)}[/]")
     multi_scale = len(targets) > 1
     table = Table(show_edge=False, pad_edge=False)
     if multi_scale:
@@ -59,6 +62,11 @@ def render(req: Any, kind: str, targets: Sequence[Target], probes: Sequence[str]
         console.print(f"  {escape(' '.join(line.strip() for line in f.message.splitlines()))}")
         if f.hint:
             console.print(f"  [yellow]hint:[/] {escape(f.hint)}")
+    for w in (report or {}).get("warnings", []):
+        console.print()
+        times = f" (x{w['count']})" if w["count"] > 1 else ""
+        console.print(f"[yellow]warning[/] raised in the block at {escape(w['file'])}:{w['line']}{times}")
+        console.print(f"  {escape(w['category'])}: {escape(' '.join(w['message'].split()))}")
     from yoloblocks_cli.tracing.run import point_status
 
     n_pass = sum(point_status(p) == "pass" for p in points)
@@ -68,6 +76,27 @@ def render(req: Any, kind: str, targets: Sequence[Target], probes: Sequence[str]
     colour = "green" if not failed else "red"
     console.print(f"[{colour}]{len(points)} configurations x {len(probes)} probes: "
                   f"{n_pass} passed, {len(failed)} failed{skipped}[/]")
+
+
+def _notes(report: dict[str, Any]) -> list[str]:
+    """Lines under the target's name: which class (file:line), the plugin classes used, the input plan."""
+    out = []
+    blk = report.get("block")
+    if blk and blk.get("origin") != "registry":
+        shadow = f"; shadows the registered {blk['name']}" if blk.get("shadows_registered") else ""
+        out.append(f"{blk['class']} from {blk['file']}:{blk['line']}{shadow}")
+    for u in report.get("plugins", []):
+        shadow = f" (shadows the registered {u['name']})" if u["shadows_registered"] else ""
+        out.append(f"{u['name']}: your class from {u['file']}:{u['line']}{shadow}")
+    plan = report.get("inputs")
+    if plan and (plan["layout"] != "nchw" or plan["extras"] or plan["sizes"]):
+        from yoloblocks_cli.loading.inputs import LAYOUT_TEXT, Layout
+
+        feeds = [f"input {plan['layout']} {LAYOUT_TEXT[Layout(plan['layout'])]}"]
+        feeds += [f"{n} from the size" for n in plan["sizes"]]
+        feeds += [f"{k} {v}" for k, v in plan["extras"].items()]
+        out.append(f"forward{plan['forward']}: " + ", ".join(feeds))
+    return out
 
 
 def _grouped_failures(points: Sequence[Point]) -> list[tuple[list[str], str, Any]]:
