@@ -147,7 +147,7 @@ def run_check(cfg: CheckConfig, *, update_baseline: bool = False, threads: int |
         shape = _shape(cfg, t, t.size, "size")
         try:
             target = resolve_target(t.spec, str(shape) if t.kind == "block" else t.size, args=t.args,
-                                    kwargs=t.kwargs, scale=t.scale, nc=t.nc, name=t.name)
+                                    kwargs=t.kwargs, scale=t.scale, nc=t.nc, name=t.name, plugins=cfg.plugins)
         except CheckFailed as exc:
             findings.append(Finding(t.name, "build", False, str(exc)))
             continue
@@ -191,6 +191,7 @@ def run_check(cfg: CheckConfig, *, update_baseline: bool = False, threads: int |
 
     report = base_report("check", _display(cfg.path), env_info(dev, dt, threads))
     report["counter"] = cfg.counter
+    report["plugins"] = [u.as_json() for _, b in built if b.built is not None for u in getattr(b.built, "plugins", [])]
     report["targets"] = [{**m.as_json(), **extra.get(m.name, {})} for m in measurements]
     report["checks"] = [f.as_json() for f in findings]
     report["passed"] = sum(f.ok and not f.skipped for f in findings)

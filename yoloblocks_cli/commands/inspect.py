@@ -13,8 +13,9 @@ from typing import Any, Callable
 import typer
 from typing_extensions import Annotated
 
-from yoloblocks_cli.commands.options import (ArgsOpt, BatchOpt, ChannelsLastOpt, CountersOpt, DeviceOpt, DtypeOpt, JsonOpt,
-                                    KwargsOpt, OutputOpt, SizeOpt, ThreadsOpt, TrainOpt, parse_counters)
+from yoloblocks_cli.commands.options import (ArgsOpt, BatchOpt, ChannelsLastOpt, CountersOpt, DeviceOpt, DtypeOpt, InputsOpt,
+                                    JsonOpt, KwargsOpt, LayoutOpt, OutputOpt, RootOpt, SizeOpt, ThreadsOpt, TrainOpt,
+                                    parse_counters)
 
 RunsOpt = Annotated[int, typer.Option("--runs", min=1, help="Minimum timed runs (more run until the spread settles).")]
 WarmupOpt = Annotated[int, typer.Option("--warmup", min=0, help="Untimed warm-up runs before timing.")]
@@ -44,11 +45,15 @@ def register(app: typer.Typer) -> None:
         counter: CountersOpt = None,
         json_out: JsonOpt = False,
         output: OutputOpt = None,
+        layout: LayoutOpt = None,
+        inputs: InputsOpt = None,
+        root: RootOpt = None,
     ) -> None:
         """Inspect one block: call, shapes, parameters, FLOPs (3 counters), latency and peak memory.
 
         Example: yb inspect C2f --size 64x80x80 --size 64x40x40
         """
+        from yoloblocks_cli.loading.inputs import parse_input_spec
         from yoloblocks_cli.loading.spec import parse_args_list, parse_block_sizes, parse_kwargs
 
         shapes = parse_block_sizes(size, batch)
@@ -59,7 +64,8 @@ def register(app: typer.Typer) -> None:
         opts = InspectOptions(block=block, shapes=shapes, user_args=user_args, user_kwargs=user_kwargs,
                               device=device, dtype=dtype, channels_last=channels_last, threads=threads,
                               train=train, runs=runs, warmup=warmup, max_time=max_time,
-                              latency=not no_latency, memory=not no_memory, counters=counters)
+                              latency=not no_latency, memory=not no_memory, counters=counters,
+                              inputs=parse_input_spec(layout, inputs), root=root)
         from yoloblocks_cli.reporting.report import status, write_json
 
         quiet = json_out or output is not None
@@ -98,6 +104,8 @@ class InspectOptions:
     latency: bool = True
     memory: bool = True
     counters: tuple = ("torch", "ultralytics", "fvcore")
+    inputs: Any = None  # loading.inputs.InputSpec: --layout / --inputs (None: plain forward(x))
+    root: Any = None  # --root DIR of a file block
 
 
 def run_inspect(opts: InspectOptions, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -117,7 +125,7 @@ def run_inspect(opts: InspectOptions, progress: Callable[[str], None] | None = N
 
             raise UsageError(f"--threads must be at least 1, got {opts.threads}")
         torch.set_num_threads(opts.threads)
-    spec = resolve_spec(opts.block)
+    spec = resolve_spec(opts.block, opts.root)
     built: dict[int, Any] = {}
     results = []
     for shape in opts.shapes:
@@ -132,6 +140,8 @@ def run_inspect(opts: InspectOptions, progress: Callable[[str], None] | None = N
                        "class": f"{first.spec.cls.__module__}.{first.spec.cls.__qualname__}",
                        "source": getattr(first.spec.info, "source", "") or _source_file(first.spec.cls)}
     report["options"] = {"channels_last": opts.channels_last, "train": opts.train, "batch": opts.shapes[0].batch}
+    if opts.inputs is not None:
+        report["inputs"] = opts.inputs.as_json()
     report.update(results[0])  # the first size's fields stay at top level (contract); all sizes in `results`
     report["results"] = results
     return report
@@ -169,6 +179,10 @@ def _measure(loaded: Any, shape: Any, device: Any, dtype: Any, opts: InspectOpti
         module.to(memory_format=torch.channels_last)
     module.eval()
     x = torch.randn(shape.dims, device=device).to(dtype=dtype).contiguous(memory_format=fmt)
+    if opts.inputs is not None:  # --layout/--inputs: x in the forward's layout, sizes and extras bound
+        from yoloblocks_cli.loading.inputs import prepare_input
+
+        x = prepare_input(module, opts.inputs, x)
 
     say(f"forward {loaded.call} on {shape}")
     out = _checked_forward(loaded, x, shape, opts, device)
@@ -285,6 +299,9 @@ def render(report: dict[str, Any]) -> None:
     env, blk = report["env"], report["block"]
     origin = blk["origin"] + (f" · {blk['source']}" if blk.get("source") else "")
     con.print(f"[bold]{blk['call']}[/]  [dim]{origin}[/]")
+    if report.get("inputs") and (report["inputs"]["layout"] != "nchw" or report["inputs"]["extras"]):
+        extras = "".join(f", {k} {v}" for k, v in report["inputs"]["extras"].items())
+        con.print(f"[dim]input layout {report['inputs']['layout']}{extras} (sizes below are the map, BxCxHxW)[/]")
     extras = [x for x, on in (("channels_last", report["options"]["channels_last"]),) if on]
     con.print(f"[dim]{env['device']} ({env['device_name']}) · {env['dtype']} · {env['threads']} threads · "
               f"torch {env['torch']}{' · ' + ', '.join(extras) if extras else ''}[/]")

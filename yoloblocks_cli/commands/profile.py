@@ -230,6 +230,7 @@ def _measure(built: Any, shape: Any, gflops_640: float, device: Any, dtype: Any,
             report["train_memory_bytes"] = peak_memory(model, x, device, train=True).as_json()
     report["options"] = {"size": opts.get("size"), "batch": shape.batch, "train": bool(opts.get("train")),
                          "plugins": list(opts.get("plugins", ()))}
+    report["plugins"] = [u.as_json() for u in getattr(built, "plugins", [])]  # which plugin classes were used
     return report
 
 
