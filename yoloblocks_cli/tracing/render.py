@@ -82,12 +82,14 @@ def _notes(report: dict[str, Any]) -> list[str]:
     """Lines under the target's name: which class (file:line), the plugin classes used, the input plan."""
     out = []
     blk = report.get("block")
-    if blk and blk.get("origin") != "registry":
+    # The class's file is worth a line when the command did not name it, or when it shadows a registered block.
+    named = ":" in str(report.get("target", ""))
+    if blk and blk.get("origin") != "registry" and (blk.get("shadows_registered") or not named):
         shadow = f"; shadows the registered {blk['name']}" if blk.get("shadows_registered") else ""
         out.append(f"{blk['class']} from {blk['file']}:{blk['line']}{shadow}")
-    for u in report.get("plugins", []):
-        shadow = f" (shadows the registered {u['name']})" if u["shadows_registered"] else ""
-        out.append(f"{u['name']}: your class from {u['file']}:{u['line']}{shadow}")
+    for u in report.get("plugins", []):  # every one is in the JSON; on screen, those that shadow a shipped block
+        if u["shadows_registered"]:
+            out.append(f"{u['name']}: your class from {u['file']}:{u['line']} (shadows the registered {u['name']})")
     plan = report.get("inputs")
     if plan and (plan["layout"] != "nchw" or plan["extras"] or plan["sizes"]):
         from yoloblocks_cli.loading.inputs import LAYOUT_TEXT, Layout
