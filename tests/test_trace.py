@@ -196,8 +196,10 @@ def test_hint_non_contiguous_view_and_unknown():
            "across two contiguous subspaces). Use .reshape(...) instead.")
     assert hints.recognise(ctx(msg))[0] == "non-contiguous-view"
     assert hints.recognise(ctx("something else entirely")) is None
-    assert hints.recognisers()[:6] == ["non-contiguous-view", "input-too-small", "hard-coded-width",
-                                       "square-assumption", "fixed-token-count", "odd-size"]
+    assert hints.recognisers() == ["non-contiguous-view", "input-too-small", "input-layout", "fixed-spatial-size",
+                                   "hard-coded-width", "divisibility", "square-assumption",
+                                   "fixed-token-count-view", "fixed-token-count", "fixed-size-tensor",
+                                   "shrinking-map", "odd-size"]
 
 
 def test_hint_input_too_small():

@@ -14,6 +14,7 @@ Schema (yb.toml; in pyproject.toml every table is prefixed with ``tool.yoloblock
     latency = false           # time targets even without a latency budget
     rounds = 15               # exactly N interleaved latency rounds (default: until every ratio is known to +-5%, 10 s at most)
     warmup = 3                # untimed runs of every target before the rounds
+    plugins = ["my_blocks.py"] # files whose classes YAML names resolve to first (relative to this file)
 
     [budgets]                 # defaults for every target
     max_params = 5_000_000
@@ -65,7 +66,7 @@ DTYPES = ("fp32", "fp16", "bf16")
 BUDGET_KEYS = ("max_params", "max_gflops", "max_latency_ratio")
 BASELINE_METRICS = ("params", "gflops", "latency_ratio")
 ROOT_KEYS = ("device", "dtype", "counter", "reference", "latency", "rounds", "warmup",
-             "budgets", "blocks", "models", "baseline")
+             "budgets", "blocks", "models", "baseline", "plugins")
 TARGET_COMMON = ("size", "sweep", "probes", "reference", *BUDGET_KEYS)
 BLOCK_KEYS = ("block", "args", "kwargs", *TARGET_COMMON)
 MODEL_KEYS = ("model", "scale", "nc", *TARGET_COMMON)
@@ -134,6 +135,7 @@ class CheckConfig:
     rounds: int | None = None  # None: adaptive (measuring/rounds.py)
     warmup: int = 3
     baseline: BaselineConfig | None = None
+    plugins: list[Path] = field(default_factory=list)  # the user's files win over the registry
 
     @property
     def needs_latency(self) -> bool:
@@ -385,6 +387,7 @@ def parse_config(data: dict, path: Path, prefix: str = "") -> CheckConfig:
 
     if "baseline" in root.data:
         cfg.baseline = _baseline(_Table(root.get("baseline"), file, f"{dot}baseline"), path.parent)
+    cfg.plugins = _plugins(root, path.parent)
     return cfg
 
 
@@ -405,3 +408,19 @@ def _baseline(table: _Table, folder: Path) -> BaselineConfig:
         raise table.error("params", "(or gflops, latency_ratio) is needed: the baseline compares only the "
                                     "metrics given a tolerance")
     return BaselineConfig(file=(folder / file), tolerances=tolerances)
+
+
+def _plugins(root: _Table, folder: Path) -> list[Path]:
+    """``plugins = ["my_blocks.py"]``: files relative to the configuration, which must exist."""
+    value = root.get("plugins")
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise root.error("plugins", f"must be a list of Python files, got {value!r}")
+    out = []
+    for v in value:
+        p = Path(v) if Path(v).is_absolute() else folder / v
+        if not p.is_file():
+            raise root.error("plugins", f"names {v!r}, which is not a file")
+        out.append(p)
+    return out

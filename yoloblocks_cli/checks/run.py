@@ -100,6 +100,7 @@ def run_probes(target: Any, shapes: list[Any], probes: list[str], device: Any, d
         list[Finding], list[dict[str, Any]]]:
     """Every probe at every shape through the trace engine -> findings and JSON points."""
     from yoloblocks_cli.tracing.probes import probe_names, run_point
+    from yoloblocks_cli.tracing.run import point_status
 
     enabled = [n for n in probe_names() if n in {"sweep", *probes}]
     pt = probe_target(target)
@@ -118,7 +119,9 @@ def run_probes(target: Any, shapes: list[Any], probes: list[str], device: Any, d
                     msg = _failure_text(r.failure) if r.failure is not None else r.detail
                 findings.append(Finding(target.name, f"{name} {shape}", not r.failed, msg, r.status == "skip",
                                         seconds=seconds))
-            points.append({"input_shape": list(shape.dims), "ok": point.ok, "output_shape": point.output_shape,
+            status = point_status(point)  # a configuration too small for the block is "ok": null, never true
+            points.append({"input_shape": list(shape.dims), "ok": None if status == "skip" else point.ok,
+                           "status": status, "output_shape": point.output_shape,
                            "probes": {n: r.to_json() for n, r in point.results.items()}})
     finally:
         pt.tracer.detach()
@@ -158,7 +161,7 @@ def run_check(cfg: CheckConfig, *, update_baseline: bool = False, threads: int |
         shape = _shape(cfg, t, t.size, "size")
         try:
             target = resolve_target(t.spec, str(shape) if t.kind == "block" else t.size, args=t.args,
-                                    kwargs=t.kwargs, scale=t.scale, nc=t.nc, name=t.name)
+                                    kwargs=t.kwargs, scale=t.scale, nc=t.nc, name=t.name, plugins=cfg.plugins)
         except CheckFailed as exc:
             findings.append(Finding(t.name, "build", False, str(exc), seconds=time.perf_counter() - started))
             continue
@@ -213,6 +216,7 @@ def run_check(cfg: CheckConfig, *, update_baseline: bool = False, threads: int |
             f.ok = f.ok and not f.inconclusive
     report = base_report("check", _display(cfg.path), env_info(dev, dt, threads))
     report["counter"] = cfg.counter
+    report["plugins"] = [u.as_json() for _, b in built if b.built is not None for u in getattr(b.built, "plugins", [])]
     report["targets"] = [{**m.as_json(), **extra.get(m.name, {})} for m in measurements]
     report["checks"] = [f.as_json() for f in findings]
     report["passed"] = sum(f.ok and not f.skipped and not f.inconclusive for f in findings)

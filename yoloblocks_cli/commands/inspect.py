@@ -13,8 +13,9 @@ from typing import Any, Optional
 import typer
 from typing_extensions import Annotated
 
-from yoloblocks_cli.commands.options import (ArgsOpt, BatchOpt, ChannelsLastOpt, CountersOpt, DeviceOpt, DtypeOpt, JsonOpt,
-                                    KwargsOpt, OutputOpt, BlockSizeOpt, ThreadsOpt, TrainOpt, parse_counters)
+from yoloblocks_cli.commands.options import (ArgsOpt, BatchOpt, BlockSizeOpt, ChannelsLastOpt, CountersOpt, DeviceOpt,
+                                    DtypeOpt, InputsOpt, JsonOpt, KwargsOpt, LayoutOpt, OutputOpt, RootOpt, ThreadsOpt,
+                                    TrainOpt, parse_counters)
 
 RunsOpt = Annotated[Optional[int], typer.Option("--runs", min=1, help="Exactly N timed runs (default: adaptive, until the median's 95% interval is within +-5% or --max-time).")]
 WarmupOpt = Annotated[Optional[int], typer.Option("--warmup", min=0, help="Untimed warm-up runs (default: until 3 consecutive passes agree within 10%).")]
@@ -44,11 +45,15 @@ def register(app: typer.Typer) -> None:
         counter: CountersOpt = None,
         json_out: JsonOpt = False,
         output: OutputOpt = None,
+        layout: LayoutOpt = None,
+        inputs: InputsOpt = None,
+        root: RootOpt = None,
     ) -> None:
         """Inspect one block: call, shapes, parameters, FLOPs (3 counters), latency and peak memory.
 
         Example: yb inspect C2f --size 64x80x80 --size 64x40x40
         """
+        from yoloblocks_cli.loading.inputs import parse_input_spec
         from yoloblocks_cli.loading.spec import parse_args_list, parse_block_sizes, parse_kwargs
 
         shapes = parse_block_sizes(size, batch)
@@ -61,7 +66,8 @@ def register(app: typer.Typer) -> None:
         opts = InspectOptions(block=block, shapes=tuple(shapes), user_args=user_args, user_kwargs=user_kwargs,
                               device=device, dtype=dtype, channels_last=channels_last, threads=threads,
                               train=train, runs=runs, warmup=warmup, max_time=max_time,
-                              latency=not no_latency, memory=not no_memory, counters=counters)
+                              latency=not no_latency, memory=not no_memory, counters=counters,
+                              inputs=parse_input_spec(layout, inputs), root=root)
         from yoloblocks_cli.reporting.report import status, write_json
 
         quiet = json_out or output is not None
@@ -98,6 +104,9 @@ def render(report: dict[str, Any]) -> None:
     env, blk = report["env"], report["block"]
     origin = blk["origin"] + (f" · {blk['source']}" if blk.get("source") else "")
     con.print(f"[bold]{blk['call']}[/]  [dim]{origin}[/]")
+    if report.get("inputs") and (report["inputs"]["layout"] != "nchw" or report["inputs"]["extras"]):
+        extras = "".join(f", {k} {v}" for k, v in report["inputs"]["extras"].items())
+        con.print(f"[dim]input layout {report['inputs']['layout']}{extras} (sizes below are the map, BxCxHxW)[/]")
     extras = [x for x, on in (("channels_last", report["options"]["channels_last"]),) if on]
     con.print(f"[dim]{env['device']} ({env['device_name']}) · {env['dtype']} · {env['threads']} threads · "
               f"torch {env['torch']}{' · ' + ', '.join(extras) if extras else ''}[/]")

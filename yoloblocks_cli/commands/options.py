@@ -39,6 +39,9 @@ def writable_path(ctx: typer.Context, param: typer.CallbackParam, value: Optiona
 OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", callback=writable_path,
                                                    help="Write the JSON report to this file.")]
 PluginOpt = Annotated[Optional[List[Path]], typer.Option("--plugin", help="A Python file whose blocks a YAML may use; repeatable. It is executed.")]
+LayoutOpt = Annotated[Optional[str], typer.Option("--layout", help="How the block's forward takes its input: nchw (default), nhwc, or bnc (tokens B x N x C); H and W are passed where forward asks for them (forward(x, H, W)).")]
+InputsOpt = Annotated[Optional[List[str]], typer.Option("--inputs", help="Extra forward inputs by name with their dims (numbers or B, C, H, W, N = H*W), e.g. k=BxNxC,v=BxNxC for forward(q, k, v); repeatable.")]
+RootOpt = Annotated[Optional[Path], typer.Option("--root", help="Repository root of a file.py:Class block whose imports are absolute (from model.x import y); default: found from its imports.")]
 CountersOpt = Annotated[Optional[List[str]], typer.Option(
     "--counter", help="FLOP counters to run: torch, ultralytics, fvcore (repeatable or comma-separated; default all three).")]
 

@@ -8,8 +8,8 @@ from typing import List, Optional
 import typer
 from typing_extensions import Annotated
 
-from yoloblocks_cli.commands.options import (ArgsOpt, DeviceOpt, DtypeOpt, JsonOpt, KwargsOpt, OutputOpt, PluginOpt,
-                                    SizeOpt, ThreadsOpt, writable_path)
+from yoloblocks_cli.commands.options import (ArgsOpt, DeviceOpt, DtypeOpt, InputsOpt, JsonOpt, KwargsOpt, LayoutOpt,
+                                    OutputOpt, PluginOpt, RootOpt, SizeOpt, ThreadsOpt, writable_path)
 
 SizesOpt = Annotated[Optional[List[str]], typer.Option(
     "--sizes", help="Exact sizes to run (no derived sweep); repeat or comma-separate.")]
@@ -54,6 +54,9 @@ def register(app: typer.Typer) -> None:
         json_out: JsonOpt = False,
         output: OutputOpt = None,
         junit: JunitOpt = None,
+        layout: LayoutOpt = None,
+        inputs: InputsOpt = None,
+        root: RootOpt = None,
     ) -> None:
         """Sweep resolutions, batches and layouts; name the layer, line and cause of every failure.
 
@@ -69,7 +72,7 @@ def register(app: typer.Typer) -> None:
                            scales=scales, probes=probes, no_probe=list(no_probe or []), layers=layers,
                            args=args, kwargs=list(kwargs or []), plugins=list(plugin or []), device=device,
                            dtype=dtype, threads=threads, timeout=timeout, json_out=json_out, output=output, junit=junit,
-                           model_yaml=model_yaml)
+                           model_yaml=model_yaml, layout=layout, inputs=list(inputs or []), root=root)
         code = run_trace(req)
         if code:
             raise typer.Exit(code)

@@ -57,16 +57,24 @@ class LoadedBlock:
         return f"{self.spec.name}({', '.join(parts)})"
 
 
-def import_file(path: str | Path) -> Any:
-    """Import a user's Python file as a module; modules beside it can be imported by name
-    (``from my_common import X``) but never shadow an installed one (see :mod:`isolation`)."""
+def import_file(path: str | Path, root: str | Path | None = None) -> Any:
+    """Import a user's Python file as a module. Modules in its folder and in its repository
+    root (``root``, else found from its imports: :mod:`roots`) can be imported by name
+    (``from my_common import X``, ``from model.x import Y``) but never shadow an installed
+    one or the tool's own (see :mod:`isolation`)."""
     from yoloblocks_cli.loading.isolation import allow_siblings
+    from yoloblocks_cli.loading.roots import find_root
 
     p = Path(path).expanduser()
     if not p.is_file():
         raise UsageError(f"no such file: {path}")
+    if root is not None and not Path(root).expanduser().is_dir():
+        raise UsageError(f"--root {root}: not a folder")
     p = p.resolve()
     allow_siblings(p.parent)
+    repo_root = Path(root).expanduser().resolve() if root is not None else find_root(p)
+    if repo_root is not None:
+        allow_siblings(repo_root)
     digest = hashlib.sha1(str(p).encode()).hexdigest()[:8]
     mod_name = f"yb_user_{p.stem}_{digest}"
     if mod_name in sys.modules:
@@ -106,7 +114,7 @@ def _import_module(name: str) -> Any:
         raise UsageError(f"cannot import module '{name}': {exc.__class__.__name__}: {exc}") from exc
 
 
-def resolve_spec(text: str) -> BlockSpec:
+def resolve_spec(text: str, root: str | Path | None = None) -> BlockSpec:
     """Turn a spec string into a class, without constructing it."""
     from blocks.registry import UnknownBlockError, get_block, info_for_class
 
@@ -116,7 +124,7 @@ def resolve_spec(text: str) -> BlockSpec:
         if not where or not attr:
             raise UsageError(f"malformed block spec '{text}': expected module:Class or file.py:Class")
         if where.endswith(".py") or "/" in where or "\\" in where:
-            module, origin = import_file(where), "file"
+            module, origin = import_file(where, root), "file"
         else:
             module, origin = _import_module(where), "module"
         cls = getattr(module, attr, None)
@@ -151,11 +159,24 @@ def first_param_is_width(cls: type) -> bool:
     return bool(params) and params[0].name.lower() in WIDTH_PARAM_NAMES
 
 
-def standalone_args(spec: BlockSpec, c1: int, user_args: list | None) -> list:
-    """Positional constructor args for a block fed ``c1`` channels."""
+def first_param_name(cls: type) -> str | None:
+    try:
+        params = [p for p in inspect.signature(cls.__init__).parameters.values()
+                  if p.name != "self" and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        return None
+    return params[0].name if params else None
+
+
+def standalone_args(spec: BlockSpec, c1: int, user_args: list | None,
+                    user_kwargs: dict[str, Any] | None = None) -> list:
+    """Positional constructor args for a block fed ``c1`` channels; a width the user gives by
+    keyword (``--kwargs channel=64``, how blog examples build blocks) is not prepended again."""
+    by_keyword = first_param_name(spec.cls) in (user_kwargs or {})
     if spec.info is not None:
-        return spec.info.inspect_args(c1, user_args)
-    if first_param_is_width(spec.cls):
+        args = spec.info.inspect_args(c1, user_args)
+        return args[1:] if by_keyword and args[:1] == [c1] else args
+    if first_param_is_width(spec.cls) and not by_keyword:
         return [c1, *(user_args or [])]
     return list(user_args or [])
 
@@ -163,7 +184,7 @@ def standalone_args(spec: BlockSpec, c1: int, user_args: list | None) -> list:
 def build_block(spec: BlockSpec, c1: int, user_args: list | None = None,
                 user_kwargs: dict[str, Any] | None = None) -> LoadedBlock:
     """Construct the block; a constructor that raises is the block failing (exit 1)."""
-    args = standalone_args(spec, c1, user_args)
+    args = standalone_args(spec, c1, user_args, user_kwargs)
     kwargs = dict(spec.info.default_kwargs) if spec.info is not None and user_args is None else {}
     kwargs.update(user_kwargs or {})
     from yoloblocks_cli.loading.limits import guard_allocations, reset_allocations
@@ -197,6 +218,6 @@ def _fmt(args: list, kwargs: dict) -> str:
 
 
 def load_block(text: str, c1: int, user_args: list | None = None,
-               user_kwargs: dict[str, Any] | None = None) -> LoadedBlock:
+               user_kwargs: dict[str, Any] | None = None, root: str | Path | None = None) -> LoadedBlock:
     """Spec string + input width -> constructed block."""
-    return build_block(resolve_spec(text), c1, user_args, user_kwargs)
+    return build_block(resolve_spec(text, root), c1, user_args, user_kwargs)

@@ -92,11 +92,10 @@ def resolve_target(text: str, size: str | None = None, *, batch: int | None = No
         call = text if scale is None else f"{text} (scale {scale})"
         return Target(name or text, "model", built.model, shape, call, built)
     shape = block_shape(size, batch, channels)
+    from yoloblocks_cli.loading.load import import_file, load_block
+    from yoloblocks_cli.loading.plugins import plugin_block_spec
+
     for plugin in plugins:
-        from yoloblocks_cli.loading.load import import_file
-
         import_file(plugin)
-    from yoloblocks_cli.loading.load import load_block
-
-    loaded = load_block(text, shape.channels, args, kwargs)
+    loaded = load_block(plugin_block_spec(text, plugins), shape.channels, args, kwargs)  # the user's class wins
     return Target(name or text, "block", loaded.module, shape, loaded.call)

@@ -309,6 +309,7 @@ class BuiltModel:
     yaml: dict = field(default_factory=dict)
     channels: int = 3
     checkpoint: Any = None  # CheckpointInfo when the weights came from a trained checkpoint
+    plugins: list = field(default_factory=list)  # loading.plugins.PluginUse of each plugin class used
 
     @property
     def params(self) -> int:
@@ -348,27 +349,29 @@ _WIDTH_CACHE: dict[tuple, Any] = {}
 
 @dataclass
 class _Resolver:
-    """Finds the class for a YAML module name: dialect rename, registry, plugins, then torch.nn."""
+    """Finds the class for a YAML module name: plugins (the user's file wins), dialect rename, registry, torch.nn."""
 
     dialect: Any
     plugins: dict[str, type]
+    used: dict[str, type] = field(default_factory=dict)  # YAML names resolved to a plugin's class
 
     def find(self, name: str) -> tuple[type, Any, str]:
-        """(class, convention or None, display name)."""
+        """(class, convention or None, display name); the user's plugin class wins (loading/plugins.py)."""
         from blocks.registry import UnknownBlockError, get_block
 
         key = self.dialect.rename.get(name, name)
+        for k in dict.fromkeys((name, key)):
+            if k in self.plugins:
+                from blocks.registry import info_for_class
+
+                cls = self.used[name] = self.plugins[k]
+                own = info_for_class(cls)  # a plugin may register its block (with its convention)
+                return cls, (self.dialect.conventions.get(own.name, own.convention) if own else None), k
         try:
             info = get_block(key)
             if key != info.name and key not in info.aliases:  # YAML names are case-sensitive, as in ultralytics
                 raise UnknownBlockError(key, [info.name])
         except UnknownBlockError as exc:
-            if key in self.plugins:
-                cls = self.plugins[key]
-                from blocks.registry import info_for_class
-
-                info2 = info_for_class(cls)
-                return cls, (info2.convention if info2 else None), key
             if key.startswith(("nn.", "torch.nn.")):
                 import torch.nn as nn
 
@@ -386,17 +389,9 @@ class _Resolver:
 
 def load_plugins(plugins: Iterable[str | Path]) -> dict[str, type]:
     """Import each plugin file; every nn.Module class it defines becomes a YAML module name."""
-    from torch import nn
+    from yoloblocks_cli.loading.plugins import collect_plugin_classes
 
-    from yoloblocks_cli.loading.load import import_file
-
-    found: dict[str, type] = {}
-    for p in plugins:
-        mod = import_file(p)
-        for attr, obj in vars(mod).items():
-            if isinstance(obj, type) and issubclass(obj, nn.Module) and not attr.startswith("_"):
-                found.setdefault(attr, obj)
-    return found
+    return collect_plugin_classes(plugins)
 
 
 def _resolve_arg(a: Any, names: dict[str, Any]) -> Any:
@@ -634,7 +629,12 @@ def build_model(path_or_name: str | Path, scale: str | None = None, plugins: Seq
     _initialize(model)
     model.eval()
     name = req_stem.replace("yolo", "YOLO") if req_stem else "Model"
-    return BuiltModel(model, infos, tuple(float(s) for s in model.stride), path, used_scale, dia.name, name, d, ch0)
+    from yoloblocks_cli.loading.plugins import plugin_use, print_notes
+
+    uses = [plugin_use(n, c) for n, c in resolver.used.items()]
+    print_notes(uses)
+    return BuiltModel(model, infos, tuple(float(s) for s in model.stride), path, used_scale, dia.name, name, d, ch0,
+                      uses)
 
 
 def _construct(cls: type, args: list, kwargs: dict, repeats: int, loc: str, display: str) -> Any:

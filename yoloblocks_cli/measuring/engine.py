@@ -52,6 +52,7 @@ class Plan:
     train: bool = False  # also time forward+backward and its peak memory
     per_layer: bool = False  # a YAML model's table: per-layer shapes, thop FLOPs, time shares
     channels_last: bool = False
+    inputs: Any = None  # loading.inputs.InputSpec: feed a token / NHWC layout or extra forward inputs
     warmup: int | None = 3  # None: until three passes agree (bench.time_forward)
     runs: int | None = None  # exactly N timed runs; None: adaptive
     min_runs: int = 10
@@ -108,6 +109,10 @@ def measure(target: Any, shape: Any, plan: Plan = Plan(), *, device: Any = None,
         module.to(memory_format=torch.channels_last)
     module.eval()
     x = make_input(shape, device, dtype, plan.channels_last)
+    if plan.inputs is not None:  # --layout/--inputs: x in the forward's layout, sizes and extras bound to the module
+        from yoloblocks_cli.loading.inputs import prepare_input
+
+        x = prepare_input(module, plan.inputs, x)
     layers = _layer_list(target) if plan.per_layer else None
 
     # 2. the counting forward: dispatch + thop (+ per-layer thop), output shapes, CPU memory

@@ -46,10 +46,12 @@ class InspectOptions:
     latency: bool = True
     memory: bool = True
     counters: tuple = COUNTERS
+    inputs: Any = None  # loading.inputs.InputSpec: --layout / --inputs (None: plain forward(x))
+    root: Any = None  # --root DIR of a file block
 
     def plan(self) -> Plan:
         return Plan(counters=tuple(self.counters), latency=self.latency, memory=self.memory, train=self.train,
-                    channels_last=self.channels_last, warmup=self.warmup, runs=self.runs,
+                    channels_last=self.channels_last, inputs=self.inputs, warmup=self.warmup, runs=self.runs,
                     max_seconds=self.max_time)
 
 
@@ -108,7 +110,7 @@ def inspect_report(opts: InspectOptions, progress: Progress | None = None) -> di
     say = progress or _quiet
     device, dtype = resolve_device(opts.device), resolve_dtype(opts.dtype)
     _set_threads(opts.threads, opts.latency)
-    spec = resolve_spec(opts.block)
+    spec = resolve_spec(opts.block, opts.root)
     built: dict[int, Any] = {}
     results = []
     for shape in opts.shapes:
@@ -125,6 +127,8 @@ def inspect_report(opts: InspectOptions, progress: Progress | None = None) -> di
                        "class": f"{first.spec.cls.__module__}.{first.spec.cls.__qualname__}",
                        "source": getattr(first.spec.info, "source", "") or _source_file(first.spec.cls)}
     report["options"] = {"channels_last": opts.channels_last, "train": opts.train, "batch": opts.shapes[0].batch}
+    if opts.inputs is not None:
+        report["inputs"] = opts.inputs.as_json()
     report.update(results[0])  # the first size's fields stay at top level (contract); all sizes in `results`
     report["results"] = results
     return report
@@ -195,6 +199,7 @@ def profile_report(opts: ProfileOptions, progress: Progress | None = None) -> di
         if key in result:
             report[key] = result[key]
     report["options"] = {"size": opts.size, "batch": shape.batch, "train": opts.train, "plugins": list(opts.plugins)}
+    report["plugins"] = [u.as_json() for u in getattr(built, "plugins", [])]  # which plugin classes were used
     return report
 
 

@@ -203,6 +203,9 @@ class ProbeRun:
             torch = self.torch
             module = self.module
             x = self.x if self.shape.batch >= 2 else self.x.repeat(2, 1, 1, 1)
+            # An input that requires grad, as inside a model: a block without parameters is
+            # then judged by whether the gradient reaches its input (a clone: in-place ops on it are legal).
+            leaf = x.detach().requires_grad_(True)
             saved = {k: v.detach().clone() for k, v in module.state_dict(keep_vars=True).items()
                      if not isinstance(v, torch.nn.Parameter)}
             params = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
@@ -212,7 +215,7 @@ class ProbeRun:
             def step() -> Any:
                 with torch.enable_grad():
                     module.train()
-                    out = module(x)
+                    out = module(leaf.clone())
                     tensors = [t for t in flatten_tensors(out) if t.is_floating_point() and t.requires_grad]
                     if not tensors:
                         raise RuntimeError("train-mode output has no tensor that requires grad")
@@ -223,6 +226,7 @@ class ProbeRun:
             try:
                 result = self.call(step)
                 missing = [n for n, p in params if p.grad is None] if result.ok else []
+                self.cache["input_grad"] = leaf.grad is not None
             finally:
                 if not self.timed_out:
                     module.load_state_dict(saved, strict=False)
@@ -454,6 +458,9 @@ def probe_batch(run: ProbeRun) -> ProbeResult:
             where.cause = "batch-mixing"
             where.hint = ("batch mixing: a reshape or reduction folds the batch axis into tokens (e.g. view(-1, C) "
                           "then softmax/mean over dim 0); keep B as its own axis")
+            from yoloblocks_cli.tracing.mixing import locate_mixing
+
+            locate_mixing(run, i, where)  # the op (file:line) whose output mixes samples
             return ProbeResult("batch", "fail", where.message, where)
     return ProbeResult("batch", "pass", f"{b} samples independent")
 
@@ -565,6 +572,10 @@ def probe_grads(run: ProbeRun) -> ProbeResult:
     r, missing = run.train()
     if not r.ok:
         return run.depends("train", r, "grads")
+    if not missing and not any(True for _ in run.module.parameters()):
+        reached = run.cache.get("input_grad")
+        return ProbeResult("grads", "pass" if reached else "fail", "no parameters; the gradient reaches the input"
+                           if reached else "no parameters and no gradient reaches the input")
     if not missing:
         return ProbeResult("grads", "pass", "all parameters get a gradient")
     owner_path = missing[0].rpartition(".")[0]

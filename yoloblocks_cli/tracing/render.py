@@ -10,7 +10,8 @@ from yoloblocks_cli.tracing.tracer import fmt_shape
 _CELL = {"pass": "[green]pass[/]", "fail": "[bold red]FAIL[/]", "skip": "[dim]-[/]", "timeout": "[bold red]timeout[/]"}
 
 
-def render(req: Any, kind: str, targets: Sequence[Target], probes: Sequence[str], points: Sequence[Point]) -> None:
+def render(req: Any, kind: str, targets: Sequence[Target], probes: Sequence[str], points: Sequence[Point],
+           report: dict[str, Any] | None = None) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -18,6 +19,8 @@ def render(req: Any, kind: str, targets: Sequence[Target], probes: Sequence[str]
     console = Console(highlight=False, soft_wrap=True)
     for t in targets:
         console.print(f"[bold]{escape(t.name)}[/]")
+    for line in _notes(report or {}):
+        console.print(f"  [dim]{escape(line)}[/]")
     multi_scale = len(targets) > 1
     table = Table(show_edge=False, pad_edge=False)
     if multi_scale:
@@ -59,11 +62,43 @@ def render(req: Any, kind: str, targets: Sequence[Target], probes: Sequence[str]
         console.print(f"  {escape(' '.join(line.strip() for line in f.message.splitlines()))}")
         if f.hint:
             console.print(f"  [yellow]hint:[/] {escape(f.hint)}")
-    n_pass = sum(p.ok for p in points)
+    for w in (report or {}).get("warnings", []):
+        console.print()
+        times = f" (x{w['count']})" if w["count"] > 1 else ""
+        console.print(f"[yellow]warning[/] raised in the block at {escape(w['file'])}:{w['line']}{times}")
+        console.print(f"  {escape(w['category'])}: {escape(' '.join(w['message'].split()))}")
+    from yoloblocks_cli.tracing.run import point_status
+
+    n_pass = sum(point_status(p) == "pass" for p in points)
+    n_skip = sum(point_status(p) == "skip" for p in points)
+    skipped = f", {n_skip} skipped (too small for the block)" if n_skip else ""
     console.print()
     colour = "green" if not failed else "red"
     console.print(f"[{colour}]{len(points)} configurations x {len(probes)} probes: "
-                  f"{n_pass} passed, {len(failed)} failed[/]")
+                  f"{n_pass} passed, {len(failed)} failed{skipped}[/]")
+
+
+def _notes(report: dict[str, Any]) -> list[str]:
+    """Lines under the target's name: which class (file:line), the plugin classes used, the input plan."""
+    out = []
+    blk = report.get("block")
+    # The class's file is worth a line when the command did not name it, or when it shadows a registered block.
+    named = ":" in str(report.get("target", ""))
+    if blk and blk.get("origin") != "registry" and (blk.get("shadows_registered") or not named):
+        shadow = f"; shadows the registered {blk['name']}" if blk.get("shadows_registered") else ""
+        out.append(f"{blk['class']} from {blk['file']}:{blk['line']}{shadow}")
+    for u in report.get("plugins", []):  # every one is in the JSON; on screen, those that shadow a shipped block
+        if u["shadows_registered"]:
+            out.append(f"{u['name']}: your class from {u['file']}:{u['line']} (shadows the registered {u['name']})")
+    plan = report.get("inputs")
+    if plan and (plan["layout"] != "nchw" or plan["extras"] or plan["sizes"]):
+        from yoloblocks_cli.loading.inputs import LAYOUT_TEXT, Layout
+
+        feeds = [f"input {plan['layout']} {LAYOUT_TEXT[Layout(plan['layout'])]}"]
+        feeds += [f"{n} from the size" for n in plan["sizes"]]
+        feeds += [f"{k} {v}" for k, v in plan["extras"].items()]
+        out.append(f"forward{plan['forward']}: " + ", ".join(feeds))
+    return out
 
 
 def _grouped_failures(points: Sequence[Point]) -> list[tuple[list[str], str, Any]]:

@@ -44,6 +44,9 @@ class TraceRequest:
     output: Path | None = None
     junit: Path | None = None
     model_yaml: str | None = None  # the YAML a plain state_dict target belongs to
+    layout: str | None = None  # --layout nchw|nhwc|bnc
+    inputs: list[str] = field(default_factory=list)  # --inputs k=BxNxC
+    root: Path | None = None  # --root DIR of a file block
 
 
 # --- inputs ------------------------------------------------------------------------------------
@@ -134,9 +137,16 @@ def env_dict(device: Any, dtype: Any) -> dict[str, Any]:
 def block_targets(req: TraceRequest, c1: int) -> list[Target]:
     from yoloblocks_cli.loading.load import load_block
 
-    spec = plugin_spec(req.target, req.plugins)
-    loaded = load_block(spec, c1, parse_args_list(req.args), parse_kwargs(req.kwargs))
+    from yoloblocks_cli.loading.inputs import feed_from_map, parse_input_spec
+    from yoloblocks_cli.loading.plugins import block_origin
+
+    spec = plugin_spec(req.target, req.plugins, req.root)
+    loaded = load_block(spec, c1, parse_args_list(req.args), parse_kwargs(req.kwargs), root=req.root)
+    plan = feed_from_map(loaded.module, parse_input_spec(req.layout, req.inputs))
     tracer = ShapeTracer(loaded.module).attach(persistent=req.layers)
+    tracer.input_layout = plan.spec.layout.value
+    tracer.input_plan = plan  # read by build_report (target_notes)
+    tracer.block_origin = block_origin(loaded.spec)
     return [Target(loaded.module, tracer, loaded.call, None, "block")]
 
 
@@ -191,6 +201,7 @@ def model_targets(req: TraceRequest) -> tuple[list[Target], int]:
             continue
         layer_mods = model_layer_modules(built)
         tracer = ShapeTracer(built.model, layer_modules=layer_mods, only_layers=True).attach(persistent=req.layers)
+        tracer.plugin_uses = getattr(built, "plugins", [])  # read by build_report (target_notes)
         stride = max(stride, largest_stride(getattr(built, "stride", None)))
         name = Path(req.target).name + (f" (scale {scale})" if scale else "")
         targets.append(Target(built.model, tracer, name, getattr(built, "scale", None) or scale, "model"))
@@ -239,16 +250,11 @@ def build_failure(exc: BaseException) -> Any:
     return f
 
 
-def plugin_spec(target: str, plugins: Sequence[Path]) -> str:
-    """`yb trace MyBlock --plugin my_blocks.py`: a bare name defined in a plugin file."""
-    from yoloblocks_cli.loading.load import import_file
+def plugin_spec(target: str, plugins: Sequence[Path], root: Path | None = None) -> str:
+    """`yb trace MyBlock --plugin my_blocks.py`: a bare name defined in a plugin file wins."""
+    from yoloblocks_cli.loading.plugins import plugin_block_spec
 
-    if ":" in target:
-        return target
-    for p in plugins:
-        if isinstance(getattr(import_file(p), target, None), type):
-            return f"{p}:{target}"
-    return target
+    return plugin_block_spec(target, plugins, root)
 
 
 def configurations(req: TraceRequest, kind: str, stride: int = 32) -> list[Shape]:
@@ -335,21 +341,26 @@ def run_trace(req: TraceRequest) -> int:
         if len({s.channels for s in shapes}) > 1:
             raise UsageError("every size of a block sweep must have the same channel count")
     else:
+        if req.layout or req.inputs:
+            raise UsageError("--layout and --inputs apply to blocks only (a model takes an image)")
         targets, stride = model_targets(req)
         shapes = configurations(req, "model", stride)
     show_progress = not req.json_out and sys.stderr.isatty()
     total = len(targets) * len(shapes)
-    if show_progress:
-        from rich.progress import Progress
+    from yoloblocks_cli.tracing.block_warnings import collect_warnings
 
-        with Progress(transient=True) as bar:
-            task = bar.add_task(f"tracing {req.target}", total=total)
+    with collect_warnings() as caught:  # PyTorch's warnings inside the block, with their line
+        if show_progress:
+            from rich.progress import Progress
+
+            with Progress(transient=True) as bar:
+                task = bar.add_task(f"tracing {req.target}", total=total)
+                points = sweep(targets, shapes, probes, device=device, dtype=dtype, timeout=req.timeout,
+                               record_layers=req.layers, progress=lambda: bar.advance(task))
+        else:
             points = sweep(targets, shapes, probes, device=device, dtype=dtype, timeout=req.timeout,
-                           record_layers=req.layers, progress=lambda: bar.advance(task))
-    else:
-        points = sweep(targets, shapes, probes, device=device, dtype=dtype, timeout=req.timeout,
-                       record_layers=req.layers)
-    report = build_report(req, kind, targets, probes, points, env_dict(device, dtype))
+                           record_layers=req.layers)
+    report = build_report(req, kind, targets, probes, points, env_dict(device, dtype), caught)
     if req.junit is not None:
         write_junit_report(req.junit, req.target, probes, points)
     from yoloblocks_cli.reporting.report import write_json
@@ -361,28 +372,63 @@ def run_trace(req: TraceRequest) -> int:
     if not req.json_out:
         from yoloblocks_cli.tracing.render import render
 
-        render(req, kind, targets, probes, points)
+        render(req, kind, targets, probes, points, report)
     return 0 if all(p.ok for p in points) else 1
 
 
 def build_report(req: TraceRequest, kind: str, targets: Sequence[Target], probes: Sequence[str],
-                 points: Sequence[Point], env: dict[str, Any]) -> dict[str, Any]:
+                 points: Sequence[Point], env: dict[str, Any], warnings: Sequence[Any] = ()) -> dict[str, Any]:
     from yoloblocks_cli.reporting.report import base_report
 
     report = base_report("trace", req.target, env)
     report.update({
         "kind": kind,
         "built": [t.name for t in targets],
+        **target_notes(targets),
+        "warnings": [w.as_json() for w in warnings],
         "probes": list(probes),
         "points": [point_json(p, req.layers) for p in points],
-        "passed": sum(p.ok for p in points),
+        "passed": sum(point_status(p) == "pass" for p in points),
         "failed": sum(not p.ok for p in points),
+        "skipped": sum(point_status(p) == "skip" for p in points),
     })
     return report
 
 
+def target_notes(targets: Sequence[Target]) -> dict[str, Any]:
+    """What the report says about how the target was built: the block's class and file, the
+    plugin classes a YAML used (and whether they shadow registered blocks), the input plan."""
+    notes: dict[str, Any] = {}
+    tracer = next((t.tracer for t in targets if t.tracer is not None), None)
+    if tracer is None:
+        return notes
+    if getattr(tracer, "block_origin", None) is not None:
+        notes["block"] = tracer.block_origin
+    uses = {u.name: u.as_json() for t in targets if t.tracer is not None for u in getattr(t.tracer, "plugin_uses", [])}
+    if uses:
+        notes["plugins"] = list(uses.values())
+    plan = getattr(tracer, "input_plan", None)
+    if plan is not None:
+        notes["inputs"] = {**plan.spec.as_json(), "sizes": list(plan.sizes), "forward": plan.signature}
+    return notes
+
+
+def point_status(p: Point) -> str:
+    """"fail" if a probe failed; "skip" when the configuration was not run (too small for the
+    block: every probe skipped, or the forward itself); else "pass"."""
+    if not p.ok:
+        return "fail"
+    sweep = p.results.get("sweep")
+    if (sweep is not None and sweep.status == "skip") or (p.results and all(
+            r.status == "skip" for r in p.results.values())):
+        return "skip"
+    return "pass"
+
+
 def point_json(p: Point, layers: bool) -> dict[str, Any]:
-    d: dict[str, Any] = {"input_shape": list(p.shape.dims), "scale": p.scale, "ok": p.ok,
+    status = point_status(p)
+    d: dict[str, Any] = {"input_shape": list(p.shape.dims), "scale": p.scale,
+                         "ok": None if status == "skip" else p.ok, "status": status,
                          "output_shape": p.output_shape}
     err = p.error
     if err is not None:

@@ -102,6 +102,7 @@ class ShapeTracer:
         self._local = threading.local()
         self.record_layers = False
         self._handles: list[Any] = []
+        self.input_layout = "nchw"  # how the block's forward receives its input (yb trace --layout)
 
     # thread-local state
     @property
@@ -352,11 +353,18 @@ def locate(exc: BaseException, tracer: ShapeTracer, frames: Sequence[Frame],
         x_shape=list(x_shape) if x_shape is not None else None,
         modules=[f.module for f in reversed(frames)],
         source_line=_source_line(where),
+        feature_shape=_flat_or_none(layer.input_shape if layer is not None else x_shape),
+        block_input_shape=_flat_or_none(frames[0].input_shape) if frames else None,
+        layout=None if layer is not None else getattr(tracer, "input_layout", "nchw"),
     )
     found = hints.recognise(ctx)
     if found is not None:
         failure.cause, failure.hint = found
     return failure
+
+
+def _flat_or_none(shape: Any) -> list[int] | None:
+    return list(shape) if shape is not None and _is_flat(list(shape)) else None
 
 
 def _is_flat(shape: Any) -> bool:

@@ -1,0 +1,179 @@
+"""Which operation mixes the samples of a batch: the ``file:line`` of the op, not of a module.
+
+The batch probe finds that sample i of a batch differs from sample i run alone. Module
+hooks can only name the first *module* whose output differs, and the culprit is usually a
+functional call inside a forward (``F.softmax(t)`` without ``dim`` picks dim 0 of a 3-D
+tensor: the batch). Here both runs go through a ``TorchFunctionMode`` that sees every torch
+call; the run alone records each output, the batched run compares its sample-i slice op by
+op, and the first op whose output differs (all before it agreed) is where samples mix. Its
+site is the innermost stack frame in the user's code.
+
+A batched output is comparable when its first axis is the batch (B vs 1) or the batch folded
+into rows, sample-major (B*n vs n: ``x.reshape(-1, C)``); other outputs are skipped. Only
+run after the probe failed.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+_IMPLICIT_DIM = frozenset({"softmax", "log_softmax", "softmin"})
+
+
+@dataclass(frozen=True)
+class MixingSite:
+    """The first op whose output mixes samples, and where the user's code called it."""
+
+    op: str
+    file: str | None
+    line: int | None
+    implicit_dim: bool = False  # softmax & co. called without dim
+
+    def hint(self) -> str:
+        if self.implicit_dim:
+            return (f"batch mixing: {self.op}() without dim= picks dim 0 for a 0-, 1- or 3-D tensor, which here is "
+                    f"the batch (PyTorch warns: 'Implicit dimension choice'); pass the dim you mean, e.g. dim=-1")
+        return (f"batch mixing: {self.op}() is the first operation whose output for a sample depends on the other "
+                f"samples: a reshape or reduction folds the batch axis into tokens (e.g. view(-1, C) then "
+                f"softmax/mean over dim 0); keep B as its own axis")
+
+
+def _user_site() -> tuple[str | None, int | None]:
+    from yoloblocks_cli.tracing.tracer import display_path, is_internal
+
+    frame = sys._getframe(2)
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if not is_internal(name):
+            return display_path(name), frame.f_lineno
+        frame = frame.f_back
+    return None, None
+
+
+def _op_name(func: Any) -> str:
+    name = getattr(func, "__name__", None) or str(func)
+    return name.strip("_") or str(func)
+
+
+def _tensors(value: Any) -> list[Any]:
+    from yoloblocks_cli.tracing.tracer import flatten_tensors
+
+    return [t for t in flatten_tensors(value) if t.is_floating_point()]
+
+
+class _Stop(Exception):
+    """Ends the batched run at the first differing op."""
+
+
+def first_mixing_op(module: Any, x: Any, i: int, rtol: float, atol_rel: float) -> MixingSite | None:
+    """Run sample ``i`` alone, then the batch ``x``, op by op; the first op that differs."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    b = int(x.shape[0])
+    alone: list[tuple[str, list[Any]]] = []
+
+    class Record(TorchFunctionMode):
+        def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+            out = func(*args, **(kwargs or {}))
+            ts = _tensors(out)
+            if ts:
+                alone.append((_op_name(func), [t.detach().double().clone() for t in ts]))
+            return out
+
+    found: list[MixingSite] = []
+    step = [0]
+
+    class Compare(TorchFunctionMode):
+        def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            ts = _tensors(out)
+            if not ts:
+                return out
+            k = step[0]
+            step[0] += 1
+            if k >= len(alone) or alone[k][0] != _op_name(func):
+                raise _Stop  # the two runs took different paths: no op-level answer
+            if any(_differs(tb, ta, i, b, rtol, atol_rel) for tb, ta in zip(ts, alone[k][1])):
+                name = _op_name(func)
+                implicit = name in _IMPLICIT_DIM and kwargs.get("dim") is None and len(args) < 2
+                file, line = _user_site()
+                found.append(MixingSite(name, file, line, implicit))
+                raise _Stop
+            return out
+
+    with torch.no_grad():
+        try:
+            single = x[i:i + 1]
+            with Record():
+                module(single)
+            with Compare():
+                module(x)
+        except _Stop:
+            pass
+        except Exception:  # noqa: BLE001 - locating is best effort; the probe's verdict stands
+            return None
+    return found[0] if found else None
+
+
+def _differs(tb: Any, ta: Any, i: int, b: int, rtol: float, atol_rel: float) -> bool:
+    tb = tb.detach().double()
+    if tb.dim() == 0 or ta.dim() == 0 or tuple(tb.shape[1:]) != tuple(ta.shape[1:]):
+        return False
+    n = ta.shape[0]
+    if tb.shape[0] != b * n:
+        return False
+    mine = tb[i * n:(i + 1) * n]
+    if not ta.numel():
+        return False
+    scale = float(ta.abs().max())
+    diff = (mine - ta).abs()
+    if not bool(diff.isfinite().all()):
+        return bool((mine.isfinite() != ta.isfinite()).any())
+    return float(diff.max()) > atol_rel * max(1.0, scale) + rtol * scale
+
+
+def locate_mixing(run: Any, i: int, failure: Any) -> None:
+    """Point a batch-dependence ``failure`` at the op that mixes samples, when one is found."""
+    rtol, atol_rel = run.tolerance()
+    site = first_mixing_op(run.module, run.x, i, rtol, atol_rel)
+    if site is None or site.file is None:
+        return
+    failure.file, failure.line = site.file, site.line
+    failure.hint = site.hint()
+    owner = _module_at(run.module, site)
+    if owner is None:
+        return
+    path, mod = owner
+    label = path or "<root>"
+    if run.target.tracer is not None and run.target.tracer.layer_modules:
+        failure.inner = {"path": label, "module": type(mod).__name__, "input_shape": None}
+    else:
+        if failure.layer != label:
+            failure.layer_input_shape = list(run.x.shape) if mod is run.module else None
+        failure.layer, failure.module = label, type(mod).__name__
+
+
+def _module_at(root: Any, site: MixingSite) -> tuple[str, Any] | None:
+    """The deepest module whose forward's source holds the op's line."""
+    import inspect
+    import os
+
+    best = None
+    for path, mod in root.named_modules():
+        try:
+            fn = type(mod).forward
+            file = inspect.getsourcefile(fn)
+            lines, start = inspect.getsourcelines(fn)
+        except (TypeError, OSError):
+            continue
+        if file is None or site.file is None or site.line is None:
+            continue
+        if os.path.abspath(file) != os.path.abspath(site.file) or not start <= site.line < start + len(lines):
+            continue
+        if best is None or path.count(".") + bool(path) > best[0].count(".") + bool(best[0]):
+            best = (path, mod)
+    return best
