@@ -634,7 +634,7 @@ def build_model(path_or_name: str | Path, scale: str | None = None, plugins: Seq
     uses = [plugin_use(n, c) for n, c in resolver.used.items()]
     print_notes(uses)
     return BuiltModel(model, infos, tuple(float(s) for s in model.stride), path, used_scale, dia.name, name, d, ch0,
-                      uses)
+                      plugins=uses)
 
 
 def _construct(cls: type, args: list, kwargs: dict, repeats: int, loc: str, display: str) -> Any:
