@@ -95,12 +95,31 @@ def test_block_exit_and_keyboardinterrupt_fail_their_configuration(moody, tmp_pa
         "KeyboardInterrupt", "the block raised KeyboardInterrupt (not a Ctrl-C)", 17)
 
 
-@pytest.mark.skipif(signal.getsignal(signal.SIGINT) is not signal.default_int_handler,
-                    reason="SIGINT is owned by something else in this process")
 def test_a_real_sigint_still_stops_the_sweep(moody):
     from yoloblocks_cli.loading.load import load_block
 
+    before = signal.getsignal(signal.SIGINT)
     block = load_block(f"{moody}:Moody", 8).module
     with pytest.raises(KeyboardInterrupt):
         sweep([_target(block)], [Shape(1, 8, 20, 20), Shape(1, 8, 20, 50), Shape(1, 8, 20, 40)], ["sweep"])
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the guard put it back
+    assert signal.getsignal(signal.SIGINT) is before  # the guard put it back
+
+
+def test_sigterm_mapped_to_keyboardinterrupt_stops_the_sweep_too(tmp_path):
+    """A caller (CI cancel handling) that turns SIGTERM into KeyboardInterrupt is obeyed, not
+    mistaken for the block's own KeyboardInterrupt."""
+    def as_interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    class Cancelled(nn.Module):
+        def forward(self, x):
+            if x.shape[-1] == 50:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return x
+
+    previous = signal.signal(signal.SIGTERM, as_interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt, match="signal 15"):
+            sweep([_target(Cancelled())], [Shape(1, 8, 20, 20), Shape(1, 8, 20, 50), Shape(1, 8, 20, 40)], ["sweep"])
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -11,9 +11,10 @@ configuration's failure:
 - ``MemoryError`` (the allocation itself failed) and any other exception a probe let out;
 - ``SystemExit`` and ``KeyboardInterrupt`` *raised by the block*.
 
-The user's own Ctrl-C is told apart from a ``KeyboardInterrupt`` the block raises by a
-SIGINT handler held while the configuration runs: only a real signal sets its flag, and
-then the interrupt goes on up (the sweep stops) as it should.
+The user's own Ctrl-C is told apart from a ``KeyboardInterrupt`` the block raises by
+wrapping the SIGINT (and SIGTERM, when a caller maps it to KeyboardInterrupt) handler while
+the configuration runs: only a real signal sets the flag, and then the interrupt goes on up
+(the sweep stops, and the caller writes what it has) as it should.
 """
 
 from __future__ import annotations
@@ -29,33 +30,44 @@ from yoloblocks_cli.tracing.probes import Point, ProbeResult, Target, run_point
 from yoloblocks_cli.tracing.tracer import Failure
 
 
-class _SigintWatch:
-    """Remembers whether a real SIGINT arrived; otherwise behaves like Python's default handler."""
+class _SignalWatch:
+    """Remembers whether a real signal arrived, then hands it to the handler it replaced."""
 
     def __init__(self) -> None:
         self.fired = False
+        self.previous: dict[int, Any] = {}
 
     def __call__(self, signum: int, frame: Any) -> None:
         self.fired = True
-        raise KeyboardInterrupt
+        self.previous[signum](signum, frame)  # Python's own raises KeyboardInterrupt, as would a caller's
+
+
+# SIGINT (Ctrl-C), and SIGTERM where a caller turned it into KeyboardInterrupt (a CI runner's cancel)
+_WATCHED = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None)) if s is not None)
 
 
 @contextlib.contextmanager
-def watch_sigint() -> Iterator[_SigintWatch]:
-    """Hold a flag-setting SIGINT handler (main thread only; elsewhere nothing is installed)."""
-    watch = _SigintWatch()
+def watch_sigint() -> Iterator[_SignalWatch]:
+    """Wrap the Python-level handlers of SIGINT and SIGTERM so that a real signal is told apart
+    from a KeyboardInterrupt the block raises itself (main thread only; a signal left to the
+    operating system's default is not wrapped: it ends the process anyway)."""
+    watch = _SignalWatch()
     if threading.current_thread() is not threading.main_thread():
         yield watch
         return
-    previous = signal.getsignal(signal.SIGINT)
-    if previous not in (signal.default_int_handler,) and not isinstance(previous, _SigintWatch):
-        yield watch  # someone else (a debugger, a test runner) owns SIGINT: leave it alone
-        return
-    signal.signal(signal.SIGINT, watch)
+    for sig in _WATCHED:
+        previous = signal.getsignal(sig)
+        if callable(previous):
+            try:
+                signal.signal(sig, watch)
+            except (ValueError, OSError):
+                continue
+            watch.previous[sig] = previous
     try:
         yield watch
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, previous in watch.previous.items():
+            signal.signal(sig, previous)
 
 
 def guarded_point(target: Target, shape: Shape, probes: Sequence[str], **kwargs: Any) -> Point:
