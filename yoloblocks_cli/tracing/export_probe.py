@@ -223,7 +223,8 @@ def export_onnx(module: Any, shape: Shape, input_name: str = "x") -> ExportedGra
     buf = io.BytesIO()
     was_training = model.training
     model.eval()
-    with _captured_output() as err, warnings.catch_warnings(record=True) as seen, torch.no_grad():
+    with _captured_output() as err, warnings.catch_warnings(record=True) as seen, torch.no_grad(), \
+            _dynamic_flags(model):
         warnings.simplefilter("always")
         try:
             torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=OPSET, input_names=[input_name],
@@ -245,6 +246,26 @@ def export_onnx(module: Any, shape: Shape, input_name: str = "x") -> ExportedGra
             graph.failure = Failure(type="OnnxLoadError", message=f"onnxruntime cannot load the graph: {exc}")
     graph.seconds = time.perf_counter() - start
     return graph
+
+
+@contextlib.contextmanager
+def _dynamic_flags(model: Any) -> Iterator[None]:
+    """``dynamic = True`` on every module that has a boolean ``dynamic`` flag, for the export
+    only: ultralytics' exporter (``dynamic=True``) and YOLOv5's export.py (``--dynamic``) set
+    it on the detection heads, which otherwise cache their anchor grid at the export size."""
+    missing = object()
+    flagged = [(m, m.__dict__.get("dynamic", missing)) for m in model.modules()
+               if isinstance(getattr(m, "dynamic", None), bool)]
+    for m, _ in flagged:
+        m.dynamic = True
+    try:
+        yield
+    finally:
+        for m, before in flagged:
+            if before is missing:
+                del m.dynamic  # back to the class attribute
+            else:
+                m.dynamic = before
 
 
 def _cpu_float_copy(module: Any) -> Any:
@@ -605,6 +626,12 @@ def freeze_hint(at: FrozenAt, shape: Shape, dims: tuple[str, ...]) -> str:
 
 def _value(shape: Shape, dim: str) -> int:
     return {"batch": shape.batch, "height": shape.height, "width": shape.width}[dim]
+
+
+@register_freeze_hint(r"^\s*(?:if|elif|while)\b.*(?:shape|size\()")
+def _branch_hint(at: FrozenAt, shape: Shape, dims: tuple[str, ...]) -> str:
+    return ("a Python `if` on a size is decided once, at export: the branch taken there (and whatever it "
+            "cached, such as an anchor grid) is baked into the graph; compute it from x.shape on every call")
 
 
 @register_freeze_hint(r"\bsqrt\b|\*\*\s*0?\.5")
