@@ -177,7 +177,7 @@ def test_check_helper_runs_the_export_probe():
     assert "1 check(s) failed" in text and "export 1x8x13x13: OnnxRuntimeError: Reshape node '/Reshape_1'" in text
 
 
-SHIPPED = ["yolov8n", "yolo11n", "yolov10n", "yolov9t", "yolov5n"]
+SHIPPED = ["yolov8n", "yolo11n", "yolov9t", "yolov5n", "yolov5_repo/yolov5n"]
 
 
 @pytest.mark.slow
@@ -185,7 +185,15 @@ SHIPPED = ["yolov8n", "yolo11n", "yolov10n", "yolov9t", "yolov5n"]
 @pytest.mark.parametrize("model", SHIPPED)
 def test_shipped_models_pass_the_export_probe_at_the_default_sweep(model, yb):
     """The head's anchors and strides follow the input: rectangular shapes give other anchor counts."""
-    r = yb("trace", model, "--probes", "export", "--json", timeout=1800)
+    r = yb("trace", model, "--probes", "export", "--json", timeout=3600)
     report = json.loads(r.stdout)
     bad = {tuple(p["input_shape"]): p["probes"]["export"] for p in report["points"] if not p["ok"]}
     assert r.returncode == 0 and not bad, bad
+
+
+@pytest.mark.slow
+@needs_onnx
+def test_yolov10_topk_over_tied_scores_is_named_not_blamed_on_a_size(yb):
+    r = yb("trace", "yolov10n", "--sizes", "640,640x480", "--probes", "export", "--json", timeout=3600)
+    errors = [p["probes"]["export"]["error"] for p in json.loads(r.stdout)["points"]]
+    assert [(e["layer"], e["module"], e["cause"]) for e in errors] == [(23, "v10Detect", "export-topk-order")] * 2
