@@ -63,8 +63,8 @@ def test_one_pgi_module_is_enough_for_yolov9():
 
 
 def test_renames_and_facts():
-    assert dr.YOLOV5_RENAME == {"Detect": "AnchorDetect"}
-    assert dr.YOLOV9_RENAME == {"SPPELAN": "SPPELAN_yolov9repo"}
+    assert dr.YOLOV5_RENAME["Detect"] == "AnchorDetect"
+    assert dr.YOLOV9_RENAME["SPPELAN"] == "SPPELAN_yolov9repo"
     assert dr.no_width_skip(80, [[10, 13, 16, 30, 33, 23]] * 3) == 255
     assert dr.no_width_skip(80, 3) == 255
 
