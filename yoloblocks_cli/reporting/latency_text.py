@@ -83,7 +83,7 @@ def sizes_lines(results: list[dict[str, Any]]) -> list[str]:
     noisy = [r for r in results if ((r.get("latency_ms") or {}).get("contention") or {}).get("verdict") == "noisy"]
     if not noisy:
         return []
-    sizes = ", ".join("x".join(str(d) for d in r["input_shape"]) for r in noisy)
     reasons = noisy[0]["latency_ms"]["contention"]["reasons"]
-    return [f"[bold yellow]warning:[/] timed on a noisy machine at {sizes}: {'; '.join(reasons)}; these latencies "
-            f"may be off by a large factor (see {DOC})"]
+    which = "every size" if len(noisy) == len(results) else f"{len(noisy)} of {len(results)} sizes"
+    return [f"[bold yellow]warning:[/] latency of {which} timed on a noisy machine: {'; '.join(reasons)}; it may "
+            f"be off by a large factor (see {DOC})"]
