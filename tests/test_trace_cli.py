@@ -219,7 +219,7 @@ def test_bad_input_message_subprocess():
     proc = run_yb("trace", "C2f", "--probes", "sweep,speed")
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("error: unknown probe 'speed': choose from sweep, finite, batch, "
-                                   "channels-last, train, grads")
+                                   "channels-last, train, grads, export")
 
 
 def test_bare_block_name_from_a_plugin_file():
