@@ -61,8 +61,8 @@ def test_matches_the_library_that_wrote_it(name):
     assert list(y.shape) == ref["output_shape"]
     expected = torch.tensor(ref["output"]).reshape(ref["output_shape"])
     # the reference is rounded to 6 decimals; float32 carries ~7 significant digits, and a head that
-    # orders its sums differently from the library (same maths) moves the last one (1.1e-5 at 88.2)
-    assert ((y - expected).abs() <= 2e-6 + 2.4e-7 * expected.abs()).all()
+    # orders its sums differently from the library (same maths) moves the last one (1.1e-5 at 38.1)
+    assert ((y - expected).abs() <= 2e-6 + 5e-7 * expected.abs()).all()  # 4 float32 ulps
     assert y.double().sum().item() == pytest.approx(ref["output_sum"], rel=1e-7)
     assert y.double().abs().sum().item() == pytest.approx(ref["output_abs_sum"], rel=1e-7)
 
