@@ -22,6 +22,7 @@ RunsOpt = Annotated[int, typer.Option("--runs", min=1, help="Timed runs of the w
 LayerRunsOpt = Annotated[int, typer.Option("--layer-runs", min=0, help="CUDA: synchronised passes for the per-layer latency share (0: skip). On CPU the shares come from the timed runs.")]
 NoLatencyOpt = Annotated[bool, typer.Option("--no-latency", help="Skip timing.")]
 NoMemoryOpt = Annotated[bool, typer.Option("--no-memory", help="Skip the peak-memory measurement.")]
+FuseOpt = Annotated[bool, typer.Option("--fuse", help="Fold the model for deployment first, as ultralytics' model.fuse(): Conv+BN folded, RepConv/RepVGGDW merged, training-only head branches dropped.")]
 DialectOpt = Annotated[Optional[str], typer.Option("--dialect", help="YAML dialect (default: detected; ultralytics).")]
 
 
@@ -44,6 +45,7 @@ def register(app: typer.Typer) -> None:
         no_latency: NoLatencyOpt = False,
         no_memory: NoMemoryOpt = False,
         counter: CountersOpt = None,
+        fuse: FuseOpt = False,
         json_out: JsonOpt = False,
         output: OutputOpt = None,
     ) -> None:
@@ -56,7 +58,7 @@ def register(app: typer.Typer) -> None:
         opts = dict(model=model, size=size, scale=scale, nc=nc, plugins=tuple(str(p) for p in plugin or ()),
                     dialect=dialect, device=device, dtype=dtype, batch=batch, threads=threads, train=train,
                     runs=runs, layer_runs=layer_runs, latency=not no_latency, memory=not no_memory,
-                    counters=parse_counters(counter))
+                    counters=parse_counters(counter), fuse=fuse)
         quiet = json_out or output is not None
         with _progress(not quiet) as step:
             report = run_profile(opts, step)
@@ -124,6 +126,11 @@ def run_profile(opts: dict[str, Any], step: Callable[[str], None] = lambda t: No
     step(f"building {opts['model']}")
     built = build_model(opts["model"], scale=opts.get("scale"), plugins=opts.get("plugins", ()), nc=opts.get("nc"),
                         dialect=opts.get("dialect"))
+    if opts.get("fuse"):
+        from yoloblocks_cli.loading.fuse import fuse_built
+
+        step("fusing for deployment")
+        fuse_built(built)
     shape = parse_model_size(opts.get("size") or "640", opts.get("batch"), built.channels)
     if shape.channels != built.channels:
         raise UsageError(f"--size {opts.get('size')}: {built.name} takes {built.channels} input channels, "
@@ -217,7 +224,7 @@ def _measure(built: Any, shape: Any, gflops_640: float, device: Any, dtype: Any,
     report["flops"]["ultralytics_extrapolated_640"] = int(round(gflops_640 * 1e9))
     report["summary"] = {"layers": built.n_layers, "params": built.params, "gradients": built.gradients,
                          "gflops": round(gflops_640, 1), "gflops_exact": gflops_640,
-                         "line": summary_line(built, gflops_640)}
+                         "line": summary_line(built, gflops_640), "fused": built.fused}
     report["layers"] = [r.as_json() for r in rows]
     report["latency_ms"] = latency.as_json() if latency is not None else None
     report["memory_bytes"] = report_memory

@@ -298,6 +298,7 @@ class BuiltModel:
     name: str
     yaml: dict = field(default_factory=dict)
     channels: int = 3
+    fused: bool = False  # folded for deployment (yoloblocks_cli.loading.fuse)
 
     @property
     def params(self) -> int:
@@ -649,5 +650,6 @@ def _quiet() -> Iterator[None]:
 def summary_line(built: BuiltModel, gflops: float | None) -> str:
     """ultralytics' words: ``YOLOv8n summary: 129 layers, 3,157,200 parameters, 3,157,184 gradients, 8.9 GFLOPs``."""
     fs = f", {gflops:.1f} GFLOPs" if gflops else ""
-    return (f"{built.name} summary: {built.n_layers:,} layers, {built.params:,} parameters, "
+    fused = " (fused)" if getattr(built, "fused", False) else ""
+    return (f"{built.name} summary{fused}: {built.n_layers:,} layers, {built.params:,} parameters, "
             f"{built.gradients:,} gradients{fs}")
