@@ -1,4 +1,4 @@
-"""CSP-style blocks of YOLOv5/v8: Bottleneck, C3, C2f and SPPF (ultralytics' layout)."""
+"""CSP-style blocks of YOLOv5/v8: Bottleneck, C3, C2f, SPPF and SPP (ultralytics' layout)."""
 
 from __future__ import annotations
 
@@ -94,3 +94,19 @@ class SPPF(nn.Module):
         y.extend(self.m(y[-1]) for _ in range(self.n))
         y = self.cv2(torch.cat(y, 1))
         return y + x if self.add else y
+
+
+@register_block("c1_c2", source="ultralytics nn/modules/block.py (YOLOv3-SPP)")
+class SPP(nn.Module):
+    """Spatial pyramid pooling: parallel max-pools of kernels k concatenated with their input."""
+
+    def __init__(self, c1: int, c2: int, k: tuple[int, ...] | list[int] = (5, 9, 13)):
+        super().__init__()
+        c_ = c1 // 2
+        self.cv1 = Conv(c1, c_, 1, 1)
+        self.cv2 = Conv(c_ * (len(k) + 1), c2, 1, 1)
+        self.m = nn.ModuleList(nn.MaxPool2d(kernel_size=x, stride=1, padding=x // 2) for x in k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.cv1(x)
+        return self.cv2(torch.cat([x, *(m(x) for m in self.m)], 1))

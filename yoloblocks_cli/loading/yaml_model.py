@@ -629,8 +629,12 @@ def ultralytics_gflops(built: BuiltModel | Any, imgsz: int | Sequence[int] = 640
     import torch
 
     im = torch.empty((1, p.shape[1], *hw), device=p.device, dtype=p.dtype)
+    # a query-selecting head (RT-DETR) keeps num_queries anchors; a stride cell holds (4**nl - 1) / 3 of them
+    min_cells = max((-(-m.num_queries * 3 // (4 ** m.nl - 1)) for m in model.modules()
+                     if isinstance(getattr(m, "num_queries", None), int) and isinstance(getattr(m, "nl", None), int)),
+                    default=1)
     with _quiet():
-        macs = thop.profile(model, inputs=[im], stride=stride, min_cells=1, verbose=False)[0]
+        macs = thop.profile(model, inputs=[im], stride=stride, min_cells=min_cells, verbose=False)[0]
     return macs / 1e9 * 2
 
 
