@@ -323,5 +323,55 @@ class Classify(nn.Module):
         return x if self.training else x.softmax(1)
 
 
-__all__ = ["Classify", "OBB", "OBB26", "Pose", "Pose26", "Proto", "Proto26", "RealNVP", "Segment", "Segment26",
-           "dist2bbox", "dist2rbox"]
+# --- dense heads (YOLO26 semantic segmentation and depth) ----------------------------------------
+
+
+@register_block("head", family="head", source=_SOURCE + " (YOLO26)")
+class SemanticSegment(nn.Module):
+    """Per-pixel class logits at P3 (3x3 Conv, 1x1 Conv); an auxiliary P4 classifier trains alongside."""
+
+    def __init__(self, nc: int = 19, ch: list[int] | tuple = ()):
+        super().__init__()
+        self.nc, self.nl = nc, len(ch)
+        self.stride = torch.zeros(self.nl)
+        c_mid = ch[0]
+        self.classifier = nn.Sequential(Conv(c_mid, c_mid, 3), nn.Conv2d(c_mid, nc, 1))
+        self.aux_head = nn.Sequential(Conv(ch[1], c_mid, 3), nn.Conv2d(c_mid, nc, 1)) if len(ch) > 1 else None
+
+    def forward(self, x: list[torch.Tensor]) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        logits = self.classifier(x[0])  # (B, nc, H/8, W/8)
+        if self.training and self.aux_head is not None:
+            return logits, self.aux_head(x[1])
+        return logits
+
+
+@register_block("head", family="head", source=_SOURCE + " (YOLO26)")
+class Depth(nn.Module):
+    """Monocular depth: levels projected to c_mid, fused top-down with refinement, 2x transposed-conv
+    upsampling to a (B, 1, H/4, W/4) positive depth map (exp of a clamped log-depth, calibrated)."""
+
+    def __init__(self, c_mid: int = 256, ch: list[int] | tuple = ()):
+        super().__init__()
+        self.nl = len(ch)
+        self.proj = nn.ModuleList(Conv(c, c_mid, k=1) for c in ch)
+        self.refine = nn.ModuleList(nn.Sequential(Conv(c_mid, c_mid, k=3), Conv(c_mid, c_mid, k=3)) for _ in ch[:-1])
+        self.head = nn.Sequential(Conv(c_mid, c_mid // 2, k=3),
+                                  nn.ConvTranspose2d(c_mid // 2, c_mid // 2, kernel_size=2, stride=2, bias=True),
+                                  Conv(c_mid // 2, c_mid // 4, k=3), nn.Conv2d(c_mid // 4, 1, kernel_size=1))
+        self.head[-1].bias.data.fill_(0.182)
+        self.register_buffer("cal_a", torch.ones(1))
+        self.register_buffer("cal_b", torch.zeros(1))
+
+    def forward(self, x: list[torch.Tensor]) -> torch.Tensor | dict[str, torch.Tensor]:
+        feats = [self.proj[i](x[i]) for i in range(self.nl)]
+        out = feats[-1]
+        for i in range(self.nl - 2, -1, -1):
+            out = self.refine[i](F.interpolate(out, scale_factor=2, mode="bilinear", align_corners=True) + feats[i])
+        out = self.head(out).clamp(-4.0, 5.0)
+        if self.training:
+            return {"depth": torch.exp(out)}
+        return torch.exp(self.cal_a * out + self.cal_b)
+
+
+__all__ = ["Classify", "Depth", "OBB", "OBB26", "Pose", "Pose26", "Proto", "Proto26", "RealNVP", "Segment", "Segment26",
+           "SemanticSegment", "dist2bbox", "dist2rbox"]
