@@ -22,3 +22,6 @@ from blocks import c3k2  # noqa: F401,E402
 from blocks import v10  # noqa: F401,E402
 from blocks import heads  # noqa: F401,E402
 from blocks import c2  # noqa: F401,E402
+from blocks import task_heads  # noqa: F401,E402
+from blocks import area_attention  # noqa: F401,E402
+from blocks import rtdetr  # noqa: F401,E402

@@ -17,6 +17,16 @@ def autopad(k: int | list[int], p: int | list[int] | None = None, d: int = 1) ->
     return p
 
 
+@torch.no_grad()
+def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """``conv`` with ``bn`` folded into its weight and bias (eval statistics), parameters frozen."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    conv.weight = nn.Parameter(conv.weight * scale.view(-1, *([1] * (conv.weight.dim() - 1))))
+    conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
+    return conv.requires_grad_(False)
+
+
 @register_block("c1_c2", source="ultralytics nn/modules/conv.py")
 class Conv(nn.Module):
     """Conv2d + BatchNorm2d + SiLU, the unit every YOLO is made of."""
@@ -34,6 +44,17 @@ class Conv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.bn(self.conv(x)))
+
+    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv(x))
+
+    def fuse_deploy(self) -> None:
+        """Fold the BatchNorm into the convolution (ultralytics' ``fuse``: the folded conv is frozen)."""
+        if "bn" not in self._modules:
+            return
+        self.conv = fold_bn(self.conv, self.bn)
+        del self.bn
+        self.forward = self._forward_fused
 
 
 @register_block("concat", family="utility", source="ultralytics nn/modules/conv.py")

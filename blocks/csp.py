@@ -1,4 +1,4 @@
-"""CSP-style blocks of YOLOv5/v8: Bottleneck, C3, C2f and SPPF (ultralytics' layout)."""
+"""CSP-style blocks of YOLOv5/v8: Bottleneck, C3, C2f, SPPF and SPP (ultralytics' layout)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from blocks.conv import Conv
+from blocks.conventions import C1_C2, Convention, LayerContext, Resolved, register_convention
 from blocks.registry import register_block
 
 
@@ -59,18 +60,53 @@ class C3(nn.Module):
         return self.cv3(torch.cat((self.m(self.cv1(x)), self.cv2(x)), 1))
 
 
-@register_block("c1_c2", source="ultralytics nn/modules/block.py (YOLOv5/v8)")
-class SPPF(nn.Module):
-    """Spatial pyramid pooling, fast: three chained max-pools concatenated."""
+def _sppf(ctx: LayerContext) -> Resolved:
+    """YOLO26 rows give ``[c2, k, n, shortcut]`` and leave cv1 unactivated; older rows (``[c2, k]``) keep the
+    activation on cv1, as ultralytics restores it for them."""
+    res = C1_C2.resolve(ctx)
+    if len(ctx.args) <= 2:
+        res.kwargs["cv1_act"] = True
+    return res
 
-    def __init__(self, c1: int, c2: int, k: int = 5):
+
+SPPF_RULE = register_convention(Convention(
+    "sppf",
+    "as c1_c2; args [c2, k, n, shortcut] (YOLO26) build cv1 without activation, a row [c2, k] keeps it",
+    _sppf, lambda c1, rest: [c1, *(rest if rest is not None else [c1])],
+))
+
+
+@register_block(SPPF_RULE, source="ultralytics nn/modules/block.py (YOLOv5/v8/26)")
+class SPPF(nn.Module):
+    """Spatial pyramid pooling, fast: n chained max-pools concatenated, optionally with a residual (YOLO26)."""
+
+    def __init__(self, c1: int, c2: int, k: int = 5, n: int = 3, shortcut: bool = False, cv1_act: bool = False):
         super().__init__()
         c_ = c1 // 2
-        self.cv1 = Conv(c1, c_, 1, 1)
-        self.cv2 = Conv(c_ * 4, c2, 1, 1)
+        self.cv1 = Conv(c1, c_, 1, 1, act=cv1_act)
+        self.cv2 = Conv(c_ * (n + 1), c2, 1, 1)
         self.m = nn.MaxPool2d(kernel_size=k, stride=1, padding=k // 2)
+        self.n = n
+        self.add = shortcut and c1 == c2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = [self.cv1(x)]
-        y.extend(self.m(y[-1]) for _ in range(3))
-        return self.cv2(torch.cat(y, 1))
+        y.extend(self.m(y[-1]) for _ in range(self.n))
+        y = self.cv2(torch.cat(y, 1))
+        return y + x if self.add else y
+
+
+@register_block("c1_c2", source="ultralytics nn/modules/block.py (YOLOv3-SPP)")
+class SPP(nn.Module):
+    """Spatial pyramid pooling: parallel max-pools of kernels k concatenated with their input."""
+
+    def __init__(self, c1: int, c2: int, k: tuple[int, ...] | list[int] = (5, 9, 13)):
+        super().__init__()
+        c_ = c1 // 2
+        self.cv1 = Conv(c1, c_, 1, 1)
+        self.cv2 = Conv(c_ * (len(k) + 1), c2, 1, 1)
+        self.m = nn.ModuleList(nn.MaxPool2d(kernel_size=x, stride=1, padding=x // 2) for x in k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.cv1(x)
+        return self.cv2(torch.cat([x, *(m(x) for m in self.m)], 1))

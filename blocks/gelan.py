@@ -34,7 +34,24 @@ class RepConvN(nn.Module):
         self.conv2 = Conv(c1, c2, 1, s, p=(p - k // 2), g=g, act=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.conv1 is None:  # fused
+            return self.act(self.conv(x))
         return self.act(self.conv1(x) + self.conv2(x))
+
+    @torch.no_grad()
+    def fuse_deploy(self) -> None:
+        """Merge both branches into one frozen 3x3 Conv2d (ultralytics' ``RepConv.fuse_convs``)."""
+        if self.conv1 is None:
+            return
+        for branch in (self.conv1, self.conv2):
+            branch.fuse_deploy()
+        a, b = self.conv1.conv, self.conv2.conv
+        fused = nn.Conv2d(a.in_channels, a.out_channels, a.kernel_size, a.stride, a.padding, a.dilation, a.groups,
+                          bias=True).requires_grad_(False)
+        fused.weight.copy_(a.weight + nn.functional.pad(b.weight, [1, 1, 1, 1]))
+        fused.bias.copy_(a.bias + b.bias)
+        self.conv = fused
+        self.conv1 = self.conv2 = None
 
 
 @register_block("c1_c2", source=_SOURCE)

@@ -76,11 +76,19 @@ def dist2bbox(distance: torch.Tensor, anchors: torch.Tensor, xywh: bool = True, 
 class Detect(nn.Module):
     """Decoupled anchor-free head: box branch (4*reg_max DFL bins) and class branch per level.
 
-    Train mode returns the raw per-level maps; eval mode returns decoded boxes and class
-    scores, shape (B, 4 + nc, anchors), or (B, max_det, 6) for an end-to-end head.
+    Train mode returns the raw predictions (a dict of ``boxes``, ``scores``, task parts and ``feats``;
+    ``{"one2many": ..., "one2one": ...}`` for an end-to-end head). Eval mode returns what
+    ultralytics' head returns first: decoded boxes, class scores and task channels, shape
+    (B, 4 + nc + extra, anchors). A freshly built end-to-end head decodes its one-to-many branch,
+    as ultralytics' does until ``end2end`` is switched on; then it returns the top ``max_det``
+    detections, (B, max_det, 6 + extra).
+
+    Subclasses add task branches by naming them in ``extra_parts`` (attribute -> prediction key)
+    and decoding them in ``_decode_extra``.
     """
 
     max_det = 300
+    extra_parts: dict[str, str] = {}  # branch attribute (cv4 ...) -> prediction key, for the task heads
 
     def __init__(self, nc: int = 80, reg_max: int = 16, end2end: bool | None = False, ch: list[int] | tuple = (),
                  legacy: bool = False):
@@ -88,6 +96,7 @@ class Detect(nn.Module):
         self.nc, self.nl, self.reg_max = nc, len(ch), reg_max
         self.no = nc + reg_max * 4
         self.legacy = legacy
+        self.use_one2one = False  # ultralytics' ``end2end`` switch: off for a fresh build
         self.stride = torch.zeros(self.nl)  # set by the model builder from a dry run
         c2, c3 = max((16, ch[0] // 4, reg_max * 4)), max(ch[0], min(nc, 100))
         self.cv2 = nn.ModuleList(
@@ -101,43 +110,88 @@ class Detect(nn.Module):
                               nn.Sequential(DWConv(c3, c3, 3), Conv(c3, c3, 1)),
                               nn.Conv2d(c3, nc, 1)) for x in ch)
         self.dfl = DFL(reg_max) if reg_max > 1 else nn.Identity()
+        self.has_one2one = bool(end2end)
         if end2end:
             self.one2one_cv2 = copy.deepcopy(self.cv2)
             self.one2one_cv3 = copy.deepcopy(self.cv3)
 
+    def _copy_one2one(self, *names: str) -> None:
+        """Give each task branch its one-to-one twin (subclasses call this after building them)."""
+        if self.has_one2one:
+            for name in names:
+                setattr(self, f"one2one_{name}", copy.deepcopy(getattr(self, name)))
+
     @property
     def end2end(self) -> bool:
-        return getattr(self, "one2one_cv2", None) is not None
+        """Whether inference reads the one-to-one branch (switched on, or the only one left after fusing)."""
+        return getattr(self, "one2one_cv2", None) is not None and (self.use_one2one or self.cv2 is None)
 
-    def _heads(self, x: list[torch.Tensor], box: nn.ModuleList, cls: nn.ModuleList) -> list[torch.Tensor]:
-        return [torch.cat((box[i](x[i]), cls[i](x[i])), 1) for i in range(self.nl)]
+    def _branch(self, prefix: str, name: str) -> nn.Module | None:
+        return getattr(self, prefix + name, None)
+
+    def _flat(self, branch: nn.ModuleList, x: list[torch.Tensor]) -> torch.Tensor:
+        """Every level through its branch, (B, C, H*W) each, joined along the anchors."""
+        return torch.cat([branch[i](x[i]).flatten(2) for i in range(self.nl)], -1)
+
+    def _extra(self, x: list[torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+        """Task channels per anchor (mask coefficients, keypoints, angles): ``extra_parts`` branches, flattened."""
+        out = {}
+        for attr, key in self.extra_parts.items():
+            branch = self._branch(prefix, attr)
+            if branch is not None:
+                out[key] = self._flat(branch, x)
+        return out
+
+    def _predict(self, x: list[torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+        box, cls = self._branch(prefix, "cv2"), self._branch(prefix, "cv3")
+        if box is None or cls is None:  # fused away
+            return {}
+        preds = {"boxes": self._flat(box, x), "scores": self._flat(cls, x)}
+        preds.update(self._extra(x, prefix))
+        preds["feats"] = x
+        return preds
 
     def forward(self, x: list[torch.Tensor]):
-        one2many = self._heads(x, self.cv2, self.cv3)
-        one2one = None
-        if self.end2end:
+        preds = self._predict(x, "")
+        if self.has_one2one and getattr(self, "one2one_cv2", None) is not None:
             xd = [xi.detach() for xi in x] if self.training else x
-            one2one = self._heads(xd, self.one2one_cv2, self.one2one_cv3)
+            preds = {"one2many": preds, "one2one": self._predict(xd, "one2one_")}
         if self.training:
-            return one2many if one2one is None else {"one2many": one2many, "one2one": one2one}
-        y = self._decode(one2one if one2one is not None else one2many)
-        return self._topk(y.permute(0, 2, 1)) if one2one is not None else y
+            return preds
+        chosen = preds["one2one" if self.end2end else "one2many"] if "one2one" in preds else preds
+        y = self._decode(chosen)
+        return self._topk(y.permute(0, 2, 1)) if self.end2end else y
 
-    def _decode(self, maps: list[torch.Tensor]) -> torch.Tensor:
-        b = maps[0].shape[0]
-        flat = torch.cat([m.view(b, self.no, -1) for m in maps], 2)
-        box, cls = flat.split((self.reg_max * 4, self.nc), 1)
-        anchors, strides = (a.transpose(0, 1) for a in make_anchors(maps, self.stride, 0.5))
-        dbox = dist2bbox(self.dfl(box), anchors.unsqueeze(0), xywh=not self.end2end, dim=1) * strides
-        return torch.cat((dbox, cls.sigmoid()), 1)
+    def _decode(self, p: dict[str, torch.Tensor]) -> torch.Tensor:
+        anchors, strides = (a.transpose(0, 1) for a in make_anchors(p["feats"], self.stride, 0.5))
+        dbox = self._boxes(self.dfl(p["boxes"]), anchors.unsqueeze(0), p) * strides
+        return torch.cat((dbox, p["scores"].sigmoid(), *self._decode_extra(p, anchors, strides)), 1)
+
+    def _boxes(self, dist: torch.Tensor, anchors: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+        return dist2bbox(dist, anchors, xywh=not self.end2end, dim=1)
+
+    def _decode_extra(self, p: dict[str, torch.Tensor], anchors: torch.Tensor,
+                      strides: torch.Tensor) -> list[torch.Tensor]:
+        return []
 
     def _topk(self, preds: torch.Tensor) -> torch.Tensor:
-        boxes, scores = preds.split((4, self.nc), -1)
+        """Top ``max_det`` anchors by best class score: [x1, y1, x2, y2, score, class, task channels...]."""
+        boxes, scores, extra = preds.split((4, self.nc, preds.shape[-1] - 4 - self.nc), -1)
         k = min(self.max_det, preds.shape[1])
         best, index = scores.amax(-1).topk(k, dim=1)
         labels = scores.gather(1, index[..., None].expand(-1, -1, self.nc)).argmax(-1)
-        return torch.cat((boxes.gather(1, index[..., None].expand(-1, -1, 4)), best[..., None],
-                          labels[..., None].to(preds.dtype)), -1)
+
+        def take(t: torch.Tensor) -> torch.Tensor:
+            return t.gather(1, index[..., None].expand(-1, -1, t.shape[-1]))
+
+        return torch.cat((take(boxes), best[..., None], labels[..., None].to(preds.dtype), take(extra)), -1)
+
+    def fuse_deploy(self) -> None:
+        """Drop the branch inference does not read (ultralytics' ``Detect.fuse``)."""
+        end2end = self.end2end
+        for name in tuple(self._modules):
+            if name.startswith("one2one_"):
+                setattr(self, name[8:] if end2end else name, None)
 
 
 @register_block("head", family="head", source=_SOURCE + " (YOLOv10)")

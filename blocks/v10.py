@@ -38,7 +38,22 @@ class RepVGGDW(nn.Module):
         self.act = nn.SiLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.conv1 is None:  # fused
+            return self.act(self.conv(x))
         return self.act(self.conv(x) + self.conv1(x))
+
+    @torch.no_grad()
+    def fuse_deploy(self) -> None:
+        """Merge the 3x3 branch into the 7x7 one: one frozen depth-wise Conv2d (its Convs are folded first)."""
+        if self.conv1 is None:
+            return
+        for branch in (self.conv, self.conv1):
+            branch.fuse_deploy()
+        conv, conv1 = self.conv.conv, self.conv1.conv
+        conv.weight.copy_(conv.weight + nn.functional.pad(conv1.weight, [2, 2, 2, 2]))
+        conv.bias.copy_(conv.bias + conv1.bias)
+        self.conv = conv
+        self.conv1 = None
 
 
 @register_block("c1_c2", source=_SOURCE)

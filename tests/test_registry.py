@@ -12,7 +12,7 @@ def test_standard_blocks_registered_with_conventions():
     assert get_block("Conv").convention.name == "c1_c2"
     assert get_block("C2f").convention.name == "c1_c2_n"
     assert get_block("C3").convention.name == "c1_c2_n"
-    assert get_block("SPPF").convention.name == "c1_c2"
+    assert get_block("SPPF").convention.name == "sppf"
     assert get_block("Bottleneck").convention.name == "c1_c2"
     assert get_block("nn.Upsample").name == "Upsample"
 

@@ -21,6 +21,7 @@ RunsOpt = Annotated[Optional[int], typer.Option("--runs", min=1, help="Exactly N
 LayerRunsOpt = Annotated[int, typer.Option("--layer-runs", min=0, help="CUDA: synchronised passes for the per-layer latency share (0: skip). On CPU the shares come from the timed runs.")]
 NoLatencyOpt = Annotated[bool, typer.Option("--no-latency", help="Skip timing.")]
 NoMemoryOpt = Annotated[bool, typer.Option("--no-memory", help="Skip the peak-memory measurement.")]
+FuseOpt = Annotated[bool, typer.Option("--fuse", help="Fold the model for deployment first, as ultralytics' model.fuse(): Conv+BN folded, RepConv/RepVGGDW merged, training-only head branches dropped.")]
 DialectOpt = Annotated[Optional[str], typer.Option("--dialect", help="YAML dialect (default: detected; ultralytics).")]
 WeightsYamlOpt = Annotated[Optional[str], typer.Option("--model", help="The YAML a plain state_dict (.pt/.pth/.safetensors) belongs to.")]
 
@@ -45,6 +46,7 @@ def register(app: typer.Typer) -> None:
         no_latency: NoLatencyOpt = False,
         no_memory: NoMemoryOpt = False,
         counter: CountersOpt = None,
+        fuse: FuseOpt = False,
         json_out: JsonOpt = False,
         output: OutputOpt = None,
     ) -> None:
@@ -61,7 +63,7 @@ def register(app: typer.Typer) -> None:
         opts = ProfileOptions(model=model, size=size, scale=scale, nc=nc, plugins=tuple(str(p) for p in plugin or ()),
                               dialect=dialect, model_yaml=model_yaml, device=device, dtype=dtype, batch=batch, threads=threads, train=train,
                               runs=runs, layer_runs=layer_runs, latency=not no_latency, memory=not no_memory,
-                              counters=parse_counters(counter))
+                              counters=parse_counters(counter), fuse=fuse)
         quiet = json_out or output is not None
         with _progress(not quiet) as step:
             report = profile_report(opts, step)

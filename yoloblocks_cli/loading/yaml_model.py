@@ -310,6 +310,7 @@ class BuiltModel:
     channels: int = 3
     checkpoint: Any = None  # CheckpointInfo when the weights came from a trained checkpoint
     plugins: list = field(default_factory=list)  # loading.plugins.PluginUse of each plugin class used
+    fused: bool = False  # folded for deployment (yoloblocks_cli.loading.fuse)
 
     @property
     def params(self) -> int:
@@ -695,8 +696,12 @@ def ultralytics_gflops(built: BuiltModel | Any, imgsz: int | Sequence[int] = 640
             macs = thop.profile(model, inputs=[im], verbose=False)[0]
         return macs / 1e9 * 2 * (hw[0] / stride) * (hw[1] / stride)
     im = torch.empty((1, p.shape[1], *hw), device=p.device, dtype=p.dtype)
+    # a query-selecting head (RT-DETR) keeps num_queries anchors; a stride cell holds (4**nl - 1) / 3 of them
+    min_cells = max((-(-m.num_queries * 3 // (4 ** m.nl - 1)) for m in model.modules()
+                     if isinstance(getattr(m, "num_queries", None), int) and isinstance(getattr(m, "nl", None), int)),
+                    default=1)
     with _quiet():
-        macs = thop.profile(model, inputs=[im], stride=stride, min_cells=1, verbose=False)[0]
+        macs = thop.profile(model, inputs=[im], stride=stride, min_cells=min_cells, verbose=False)[0]
     return macs / 1e9 * 2
 
 
@@ -722,5 +727,6 @@ def _quiet() -> Iterator[None]:
 def summary_line(built: BuiltModel, gflops: float | None) -> str:
     """ultralytics' words: ``YOLOv8n summary: 129 layers, 3,157,200 parameters, 3,157,184 gradients, 8.9 GFLOPs``."""
     fs = f", {gflops:.1f} GFLOPs" if gflops else ""
-    return (f"{built.name} summary: {built.n_layers:,} layers, {built.params:,} parameters, "
+    fused = " (fused)" if getattr(built, "fused", False) else ""
+    return (f"{built.name} summary{fused}: {built.n_layers:,} layers, {built.params:,} parameters, "
             f"{built.gradients:,} gradients{fs}")

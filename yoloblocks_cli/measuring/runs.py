@@ -76,6 +76,7 @@ class ProfileOptions:
     latency: bool = True
     memory: bool = True
     counters: tuple = field(default=COUNTERS)
+    fuse: bool = False  # fold for deployment first (ultralytics' model.fuse())
 
     def plan(self, cuda: bool) -> Plan:
         # CPU: the counting passes warmed the model up; CUDA: one pass to settle the allocator
@@ -162,6 +163,11 @@ def profile_report(opts: ProfileOptions, progress: Progress | None = None) -> di
     say(f"building {opts.model}")
     built = build_model(opts.model, scale=opts.scale, plugins=opts.plugins, nc=opts.nc, dialect=opts.dialect,
                         weights_yaml=opts.model_yaml)
+    if opts.fuse:
+        from yoloblocks_cli.loading.fuse import fuse_built
+
+        say("fusing for deployment")
+        fuse_built(built)
     shape = parse_model_size(opts.size or "640", opts.batch, built.channels)
     if shape.channels != built.channels:
         raise UsageError(f"--size {opts.size}: {built.name} takes {built.channels} input channels, "
@@ -191,7 +197,7 @@ def profile_report(opts: ProfileOptions, progress: Progress | None = None) -> di
     report["flops"]["ultralytics_rules"] = _thop_rule_modules(built.model)
     report["summary"] = {"layers": built.n_layers, "params": built.params, "gradients": built.gradients,
                          "gflops": None if gflops_640 is None else round(gflops_640, 1), "gflops_exact": gflops_640,
-                         "line": summary_line(built, gflops_640)}
+                         "line": summary_line(built, gflops_640), "fused": built.fused}
     report["layers"] = result["layers"]
     report["latency_ms"] = result["latency_ms"]
     report["memory_bytes"] = result["memory_bytes"]
