@@ -24,6 +24,7 @@ class Finding:
     ok: bool
     message: str
     skipped: bool = False  # not applicable here (e.g. the batch probe at batch 1); counts as ok
+    seconds: float = 0.0  # time of the work behind the verdict (a JUnit testcase's time)
 
     @property
     def status(self) -> str:

@@ -9,6 +9,7 @@ reports everything that is wrong at once. Bad configuration or bad input is stil
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -108,7 +109,8 @@ def run_probes(target: Any, shapes: list[Any], probes: list[str], device: Any, d
                     msg = r.detail
                 else:
                     msg = _failure_text(r.failure) if r.failure is not None else r.detail
-                findings.append(Finding(target.name, f"{name} {shape}", not r.failed, msg, r.status == "skip"))
+                findings.append(Finding(target.name, f"{name} {shape}", not r.failed, msg, r.status == "skip",
+                                        seconds=r.seconds))
             points.append({"input_shape": list(shape.dims), "ok": point.ok, "output_shape": point.output_shape,
                            "probes": {n: r.to_json() for n, r in point.results.items()}})
     finally:
@@ -142,11 +144,12 @@ def run_check(cfg: CheckConfig, *, update_baseline: bool = False, threads: int |
     for t in cfg.targets:
         say(f"building {t.name}")
         shape = _shape(cfg, t, t.size, "size")
+        start = time.perf_counter()
         try:
             target = resolve_target(t.spec, str(shape) if t.kind == "block" else t.size, args=t.args,
                                     kwargs=t.kwargs, scale=t.scale, nc=t.nc, name=t.name)
         except CheckFailed as exc:
-            findings.append(Finding(t.name, "build", False, str(exc)))
+            findings.append(Finding(t.name, "build", False, str(exc), seconds=time.perf_counter() - start))
             continue
         except UsageError as exc:
             raise UsageError(f"{_label(cfg, t)} {exc}") from None
@@ -157,9 +160,13 @@ def run_check(cfg: CheckConfig, *, update_baseline: bool = False, threads: int |
 
     refs = {t.name: t.reference for t in cfg.targets}
     say("measuring" + (" (interleaved latency)" if cfg.needs_latency else ""))
+    start = time.perf_counter()
     measurements = measure([b for _, b in built], str(dev), cfg.dtype, counters=(cfg.counter,),
                            latency=cfg.needs_latency, memory=False, rounds=cfg.rounds, warmup=cfg.warmup,
                            reference=lambda name: refs.get(name), on_error=on_error)
+    # Targets are measured together (latency interleaved): each budget verdict is given an
+    # equal share of that time.
+    share = (time.perf_counter() - start) / max(1, len(built))
     measured = {m.name: m for m in measurements}
     extra: dict[str, dict[str, Any]] = {}
     for t, target in built:
@@ -173,7 +180,9 @@ def run_check(cfg: CheckConfig, *, update_baseline: bool = False, threads: int |
             budgets = type(t.budgets)(t.budgets.max_params, t.budgets.max_gflops, None)
         else:
             budgets = t.budgets
-        findings.extend(evaluate_budgets(m, budgets, cfg.counter))
+        for f in evaluate_budgets(m, budgets, cfg.counter):
+            f.seconds = share
+            findings.append(f)
         if t.sweep or t.probes:
             say(f"tracing {t.name}")
             shapes = [_shape(cfg, t, size, "sweep") for size in (t.sweep or [t.size])]
@@ -207,4 +216,4 @@ def write_junit(findings: list[Finding], path: str | Path, suite: str = "yb chec
     from yoloblocks_cli.reporting.junit import write_junit as write
 
     write(path, suite, [Case(classname=f"yb.check.{f.target}", name=f.check, status=f.status.lower(),
-                             message=f.message, error_type="CheckFailed") for f in findings])
+                             message=f.message, error_type="CheckFailed", seconds=f.seconds) for f in findings])

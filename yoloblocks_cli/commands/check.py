@@ -15,6 +15,8 @@ ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="yb.toml or 
 JunitOpt = Annotated[Optional[Path], typer.Option("--junit", help="Also write the verdicts as JUnit XML.")]
 UpdateOpt = Annotated[bool, typer.Option("--update-baseline", help="Write this run as the new baseline "
                                          "(atomically; only when every other check passes).")]
+ShardOpt = Annotated[Optional[str], typer.Option("--shard", help="Run the K-th of N slices of the targets, "
+                                                 "e.g. 2/4 (a CI matrix job each; see docs/check.md).")]
 MarkdownOpt = Annotated[bool, typer.Option("--markdown", help="Print the verdicts as a Markdown table "
                                            "(e.g. >> $GITHUB_STEP_SUMMARY).")]
 
@@ -23,7 +25,7 @@ def register(app: typer.Typer) -> None:
     @app.command("check")
     def check_cmd(config: ConfigOpt = None, junit: JunitOpt = None, update_baseline: UpdateOpt = False,
                   json_out: JsonOpt = False, output: OutputOpt = None, markdown: MarkdownOpt = False,
-                  threads: ThreadsOpt = None) -> None:
+                  threads: ThreadsOpt = None, shard: ShardOpt = None) -> None:
         """Check blocks and models against budgets, sweeps, probes and a baseline (exit 1 on failure)."""
         from yoloblocks_cli.checks.config import find_config, load_config
         from yoloblocks_cli.checks.run import run_check, write_junit
@@ -34,6 +36,18 @@ def register(app: typer.Typer) -> None:
 
             raise _Usage("--json and --markdown both print to stdout: choose one (or --output FILE for the JSON)")
         cfg = load_config(config if config is not None else find_config())
+        if shard is not None:
+            from yoloblocks_cli.checks.shard import parse_shard, select
+            from yoloblocks_cli.errors import UsageError as _Usage
+
+            part = parse_shard(shard)
+            if update_baseline:
+                raise _Usage("--update-baseline needs every target: run it without --shard")
+            cfg = select(cfg, part)
+            if not cfg.targets:
+                console(stderr=True).print(f"yb check: shard {part} has no targets (fewer target groups than shards)")
+                return
+            console(stderr=True).print(f"yb check: shard {part}: {', '.join(t.name for t in cfg.targets)}")
         if threads is not None:
             import torch
 

@@ -25,6 +25,8 @@ LayersOpt = Annotated[bool, typer.Option(
     "--layers", help="Print the per-layer shape trace (first configuration and every failing one).")]
 JunitOpt = Annotated[Optional[Path], typer.Option(
     "--junit", help="Write JUnit XML: one testcase per configuration x probe.")]
+QuickOpt = Annotated[bool, typer.Option(
+    "--quick", help="The small sweep of earlier versions (9 model / 8 block shapes), every probe at each.")]
 TimeoutOpt = Annotated[Optional[float], typer.Option(
     "--timeout", help="Seconds allowed per configuration; a late one is reported as 'timeout'.")]
 
@@ -50,17 +52,20 @@ def register(app: typer.Typer) -> None:
         json_out: JsonOpt = False,
         output: OutputOpt = None,
         junit: JunitOpt = None,
+        quick: QuickOpt = False,
     ) -> None:
         """Sweep resolutions, batches and layouts; name the layer, line and cause of every failure.
 
-        Exit 0 when every probe passes, 1 when any fails, 2 on bad input.
+        Shapes on meta tensors at every configuration, value probes at a few real ones.
+        Exit 0 when every probe passes, 1 when any fails, 2 on bad input, 130 when interrupted.
         """
         from yoloblocks_cli.tracing.run import TraceRequest, run_trace
 
         req = TraceRequest(target=target, size=list(size or []), sizes=list(sizes or []), batch=batch,
                            scales=scales, probes=probes, no_probe=list(no_probe or []), layers=layers,
                            args=args, kwargs=list(kwargs or []), plugins=list(plugin or []), device=device,
-                           dtype=dtype, threads=threads, timeout=timeout, json_out=json_out, output=output, junit=junit)
+                           dtype=dtype, threads=threads, timeout=timeout, json_out=json_out, output=output, junit=junit,
+                           quick=quick)
         code = run_trace(req)
         if code:
             raise typer.Exit(code)
