@@ -124,3 +124,15 @@ def test_check_junit_cases_carry_times(tmp_path):
     assert [c.get("name") for c in cases] == ["max_params", "sweep 1x8x8x8", "batch 1x8x8x8", "sweep 1x8x6x5",
                                               "batch 1x8x6x5"]
     assert all(float(c.get("time")) > 0 for c in cases if c.find("skipped") is None)
+
+
+def test_documented_sharded_workflow_is_the_shipped_file_and_valid_yaml():
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    shipped = (root / "docs" / "examples" / "yb-check-sharded.yml").read_text(encoding="utf-8")
+    assert "```yaml\n" + shipped.rstrip() + "\n```" in (root / "docs" / "check.md").read_text(encoding="utf-8")
+    job = yaml.safe_load(shipped)["jobs"]["yb-check"]
+    assert job["strategy"]["matrix"]["shard"] == [1, 2, 3, 4]
+    run = next(s for s in job["steps"] if s.get("name", "").startswith("yb check, shard"))
+    assert run["run"].startswith("yb check --shard ${{ matrix.shard }}/4 --junit")
