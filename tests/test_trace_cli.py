@@ -108,7 +108,7 @@ def test_odd_size_concat_block():
 
 
 def test_batch_mixing_is_caught_by_the_batch_probe_not_an_exception():
-    code, rep = yb_json("trace", f"{REL}:BatchLeak", "--size", "8x6x6")
+    code, rep = yb_json("trace", f"{REL}:BatchLeak", "--size", "8x6x6", "--quick")
     assert code == 1
     assert failing(rep) == {"2x8x6x6"}
     point = by_shape(rep)["2x8x6x6"]

@@ -35,8 +35,8 @@ def test_default_block_sweep_groups_the_square_failure(tmp_path):
     rep = json.loads(out.read_text())
     pts = rep["points"]
     assert len(pts) == rep["configurations"] == 2 * (25 + 3)  # 4..8 x 4..8, 1x6, 6x1, 12x12; batch 1 and 2
-    assert [p["input_shape"] for p in pts if p["phase"] == "numeric"] == [[1, 8, 6, 4], [2, 8, 6, 6]]  # plan order
-    assert rep["phases"]["numeric"]["configurations"] == [[2, 8, 6, 6], [1, 8, 6, 4]]
+    assert [p["input_shape"] for p in pts if p["phase"] == "numeric"] == [[1, 8, 6, 6], [2, 8, 6, 4]]  # plan order
+    assert rep["phases"]["numeric"]["configurations"] == [[2, 8, 6, 4], [1, 8, 6, 6]]
     bad = [p for p in pts if not p["ok"]]
     assert {tuple(p["input_shape"]) for p in bad} == {tuple(p["input_shape"]) for p in pts
                                                      if p["input_shape"][2] != p["input_shape"][3]}
@@ -50,14 +50,20 @@ def test_default_block_sweep_groups_the_square_failure(tmp_path):
     shape_only = next(p for p in pts if p["input_shape"] == [2, 8, 5, 5])
     assert shape_only["phase"] == "shape" and shape_only["output_shape"] == [2, 8, 5, 5]
     assert shape_only["probes"]["batch"]["status"] == "skip"
-    assert shape_only["probes"]["batch"]["detail"] == "numeric probe: runs at 2x8x6x6, 1x8x6x4"
+    assert shape_only["probes"]["batch"]["detail"] == "numeric probe: runs at 2x8x6x4, 1x8x6x6"
+    base = next(p for p in pts if p["input_shape"] == [1, 8, 6, 6])  # eval-mode value probes only
+    assert {k: v["status"] for k, v in base["probes"].items()} == {
+        "sweep": "pass", "finite": "pass", "batch": "skip", "channels-last": "pass", "train": "skip", "grads": "skip"}
+    assert base["probes"]["train"]["detail"] == "numeric probe: runs at 2x8x6x4"
     # text: one CI line per configuration (stdout is a pipe), then the grouped paragraph
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("[")]
-    assert len(lines) == 56 and lines[-1].startswith("[56/56] 1x8x6x4")
+    assert len(lines) == 56 and lines[-1].startswith("[56/56] 1x8x6x6")
     assert "fails at 44 of 56 configurations: every shape with H != W" in proc.stdout
     # JUnit: cells that ran (no skipped value probes of shape-only configurations), with real times
     cases = list(ET.parse(junit).getroot().iter("testcase"))
-    assert len(cases) == 54 * 2 + 2 * 6  # sweep + train at 54 shape-only configurations, 6 probes at 2
+    # sweep + train at 54 shape-only configurations; every probe at the two numeric ones
+    # (the rectangular one fails its sweep: the rest is skipped, and kept as skipped)
+    assert len(cases) == 54 * 2 + 2 * 6
     assert all(float(c.get("time")) > 0 for c in cases if c.get("name").endswith("::sweep"))
 
 

@@ -41,7 +41,8 @@ def test_default_model_sweep_counts_and_numeric_picks():
     assert {s.origin for s in swept} == {"validation", "train", "half", "double"}
     assert Shape(2, 3, 1280, 1280) in [s.shape for s in swept]
     assert len(model_shapes(640, 64)) == 2 * (21 + 3)
-    assert numeric_shapes(swept, Shape(1, 3, 640, 640), model=True) == [Shape(2, 3, 640, 640), Shape(1, 3, 384, 672)]
+    assert numeric_shapes(swept, Shape(1, 3, 640, 640), model=True) == (
+        [Shape(2, 3, 384, 672)], [Shape(1, 3, 640, 640)])
 
 
 def test_default_block_sweep_band_odd_and_1xn():
@@ -50,5 +51,5 @@ def test_default_block_sweep_band_odd_and_1xn():
     assert {(h, w) for h in range(15, 26) for w in range(15, 26)} <= hw  # every H x W in the band
     assert {(1, 20), (20, 1), (40, 40), (21, 14 + 1)} <= hw
     assert len(swept) == 2 * (121 + 3)
-    assert numeric_shapes(block_shapes(Shape(1, 64, 20, 20)), Shape(1, 64, 20, 20), model=False) == [
-        Shape(2, 64, 20, 20), Shape(1, 64, 20, 15)]
+    assert numeric_shapes(block_shapes(Shape(1, 64, 20, 20)), Shape(1, 64, 20, 20), model=False) == (
+        [Shape(2, 64, 20, 15)], [Shape(1, 64, 20, 20)])

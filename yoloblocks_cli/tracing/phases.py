@@ -8,8 +8,9 @@ parameters) need real arithmetic, but not at 88 configurations. So:
 - the *shape phase* runs every configuration's eval forward, and its train-mode forward
   when the ``train`` probe is on, on meta tensors (:mod:`.shape_phase`): the ``sweep`` cell
   and a shape-only ``train`` cell; the value probes are skipped there, and say where they ran;
-- the *numeric phase* runs every enabled probe on real tensors at the configurations of
-  ``numeric`` (the base size at batch 2 and one rectangular shape), exactly as
+- the *numeric phase* runs every enabled probe on real tensors at one rectangular
+  configuration at batch 2, and the eval-mode value probes at the base size (no second
+  train step: it is most of the numeric cost), exactly as
   :func:`~yoloblocks_cli.tracing.probes.run_point` always has.
 
 A meta failure is run again on real tensors, so a failure is reported from the real run
@@ -28,6 +29,7 @@ from yoloblocks_cli.tracing.shape_phase import ShapeChecker
 from yoloblocks_cli.tracing.tracer import Failure, fmt_shape, run_with_timeout, shape_of
 
 SHAPE_PROBES = ("sweep", "train")  # the cells the shape phase answers
+EVAL_PROBES = ("sweep", "finite", "batch", "channels-last")  # no train step: cheap at a second configuration
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class SweepPlan:
     shapes: tuple[Shape, ...]
     numeric: tuple[Shape, ...]
     origins: tuple[str, ...] = ()  # why each shape is in the sweep (validation, train, band...)
+    eval_only: tuple[Shape, ...] = ()  # numeric shapes that run the eval-mode value probes only
 
     @property
     def two_phase(self) -> bool:
@@ -94,7 +97,9 @@ def _run_target(target: Target, plan: SweepPlan, probes: Sequence[str], device: 
     checker = ShapeChecker(target, device=device, dtype=dtype) if plan.two_phase else None
     if checker is not None:
         checkers.append(checker)
+    full = [s for s in plan.numeric if s not in plan.eval_only]
     where = ", ".join(str(s) for s in plan.numeric) or "no configuration"
+    only_full = ", ".join(str(s) for s in full) or "no configuration"
     kw = dict(device=device, dtype=dtype, timeout=timeout, record_layers=record_layers)
     if checker is not None:
         for shape in plan.shapes:
@@ -105,7 +110,10 @@ def _run_target(target: Target, plan: SweepPlan, probes: Sequence[str], device: 
             finish(p, time.perf_counter() - start)
     for shape in plan.numeric:
         start = time.perf_counter()
-        p = run_point(target, shape, probes, **kw)
+        enabled = [n for n in probes if n in EVAL_PROBES] if shape in plan.eval_only else list(probes)
+        p = run_point(target, shape, enabled, **kw)
+        p.results = {n: p.results.get(n) or ProbeResult(n, "skip", f"numeric probe: runs at {only_full}")
+                     for n in probes}
         finish(p, time.perf_counter() - start)
     return [by_shape[s] for s in plan.shapes if s in by_shape]
 

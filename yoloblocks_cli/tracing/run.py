@@ -282,11 +282,13 @@ def plan_for(req: TraceRequest, kind: str, stride: int = 32) -> Any:
     batches = tuple(parse_batches(req.batch) or (1, 2))
     swept: list[SweptShape] = []
     numeric: list[Shape] = []
+    eval_only: list[Shape] = []
     if kind == "block":
         for b in parse_block_sizes(req.size or [DEFAULT_BLOCK_SIZE]):
             part = block_shapes(b.with_batch(1), batches)
             swept += part
-            numeric += numeric_shapes(part, b.with_batch(1), model=False)
+            full, light = numeric_shapes(part, b.with_batch(1), model=False)
+            numeric, eval_only = numeric + full, eval_only + light
     else:
         for b in parse_model_sizes(req.size or [DEFAULT_MODEL_SIZE]):
             imgsz = max(b.height, b.width)
@@ -295,15 +297,17 @@ def plan_for(req: TraceRequest, kind: str, stride: int = 32) -> Any:
                 part = [SweptShape(Shape(n, b.channels, b.height, b.width), "given") for n in batches] + part
             swept += part
             train = max(1, -(-imgsz // stride)) * stride
-            numeric += numeric_shapes(part, Shape(1, b.channels, train, train), model=True)
+            full, light = numeric_shapes(part, Shape(1, b.channels, train, train), model=True)
+            numeric, eval_only = numeric + full, eval_only + light
     shapes: list[Shape] = []
     origins: list[str] = []
     for s in swept:
         if s.shape not in shapes:
             shapes.append(s.shape)
             origins.append(s.origin)
-    numeric = [n for i, n in enumerate(numeric) if n in shapes and n not in numeric[:i]]
-    return SweepPlan(tuple(shapes), tuple(numeric), tuple(origins))
+    light = [n for n in eval_only if n not in numeric]
+    picked = [n for i, n in enumerate(numeric + light) if n in shapes and n not in (numeric + light)[:i]]
+    return SweepPlan(tuple(shapes), tuple(picked), tuple(origins), tuple(n for n in light if n in picked))
 
 
 # --- the sweep -----------------------------------------------------------------------------------

@@ -94,26 +94,29 @@ def _at_batches(hw: list[tuple[tuple[int, int], str]], channels: int, batches: t
     return out
 
 
-def numeric_shapes(swept: list[SweptShape], base: Shape, *, model: bool) -> list[Shape]:
-    """The few configurations the numeric probes run at: the base size at batch 2 (the
-    batch probe needs two samples) and one rectangular shape (a 16:9 validation batch for a
-    model, the base with W at 3/4 for a block), both taken from the sweep when it has them."""
+def numeric_shapes(swept: list[SweptShape], base: Shape, *, model: bool) -> tuple[list[Shape], list[Shape]]:
+    """(every probe, eval-mode probes only): the few configurations of the numeric phase.
+
+    1. one rectangular shape at batch 2 (the batch probe needs two samples, the train step
+       BatchNorm two values): for a model the 16:9 validation batch (384x672 at 640: the
+       commonest video aspect, and cheaper than 4:3 for the train step that dominates the
+       numeric phase), for a block the base size with W at 3/4;
+    2. the base (training) size at batch 1, for the eval-mode value probes only (finite,
+       channels-last): a second, square, layout for the numbers, without a second train step.
+
+    Both are taken from the sweep when it has them.
+    """
     shapes = [s.shape for s in swept]
-    b2 = base.with_batch(max(2, base.batch))
-    picks = [b2 if b2 in shapes else base]
+    batch = 2 if any(s.batch >= 2 for s in shapes) else 1
     if model:
-        rect = [s.shape for s in swept if s.origin == "validation" and s.shape.height < s.shape.width]
-        # the batch of 16:9 landscape frames (384x672 at 640): the commonest video aspect,
-        # and cheaper than 4:3 for the train step that dominates the numeric phase
-        if rect:
-            picks.append(min(rect, key=lambda s: (abs(s.height / s.width - 9 / 16), s.batch)))
+        rect = [s.shape for s in swept if s.origin == "validation" and s.shape.height < s.shape.width
+                and s.shape.batch == batch]
+        picks = [min(rect, key=lambda s: abs(s.height / s.width - 9 / 16))] if rect else []
     else:
         r = max(1, round(base.width * 3 / 4))
-        cand = Shape(1, base.channels, base.height, r)
-        picks.append(cand if cand in shapes or not shapes else next(
-            (s.shape for s in swept if s.shape.height != s.shape.width and s.shape.batch == 1), cand))
-    out: list[Shape] = []
-    for p in picks:
-        if p not in out:
-            out.append(p)
-    return out
+        cand = Shape(batch, base.channels, base.height, r)
+        picks = [cand if cand in shapes else next(
+            (s.shape for s in swept if s.shape.height != s.shape.width and s.shape.batch == batch), cand)]
+    b1 = base.with_batch(1)
+    second = b1 if b1 in shapes or not shapes else base
+    return picks, [second] if second not in picks else []
