@@ -41,7 +41,7 @@ class Run:
     rc: int
 
 
-def run(args: list[str]) -> Run:
+def run(args: list[str], log: bool = True) -> Run:
     env = dict(os.environ, NO_COLOR="1")
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "yoloblocks_cli", *args], stdout=subprocess.DEVNULL,
@@ -49,7 +49,11 @@ def run(args: list[str]) -> Run:
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, proc.returncode)
+    r = Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, proc.returncode)
+    if log:  # as it happens: a long run on a busy machine shows where it is
+        print(f"  yb {' '.join(args)}: {r.wall:.2f} s wall, {r.cpu:.2f} s cpu, {r.rss_mb:.0f} MB, "
+              f"exit {r.rc}, load {os.getloadavg()[0]:.1f}", flush=True)
+    return r
 
 
 def median(values: list[float]) -> float:
@@ -61,15 +65,17 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--skip", nargs="*", default=[], help="names to leave out (yolov8n, MLLAttention, yolov8x)")
     opts = ap.parse_args()
-    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs",
+          flush=True)
     pairs = {k: v for k, v in PAIRS.items() if k not in opts.skip}
     results: dict[str, tuple[list[Run], list[Run]]] = {k: ([], []) for k in pairs}
     singles: dict[str, list[Run]] = {k: [] for k in SINGLE if k not in opts.skip}
-    run(["profile", "yolov8n"])  # untimed: bytecode caches and the file cache, for both sides
+    run(["profile", "yolov8n"], log=False)  # untimed: bytecode caches and the file cache, for both sides
     for _ in range(opts.rounds):
         for name, (trace, ref) in pairs.items():
             results[name][0].append(run(trace))
             results[name][1].append(run(ref))
+    for _ in range(opts.rounds):  # after the pairs: the longest run must not split them
         for name, args in SINGLE.items():
             if name in singles:
                 singles[name].append(run(args))

@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 from yoloblocks_cli.loading.spec import Shape
 from yoloblocks_cli.tracing.probes import Point, ProbeResult, Target, run_point
 from yoloblocks_cli.tracing.shape_phase import ShapeChecker
-from yoloblocks_cli.tracing.tracer import Failure, fmt_shape, run_with_timeout, shape_of
+from yoloblocks_cli.tracing.tracer import fmt_shape, shape_of
 
 SHAPE_PROBES = ("sweep", "train")  # the cells the shape phase answers
 EVAL_PROBES = ("sweep", "finite", "batch", "channels-last")  # no train step: cheap at a second configuration
@@ -127,7 +127,7 @@ def shape_point(checker: ShapeChecker, target: Target, shape: Shape, probes: Seq
     sweep_ok = True
     if "sweep" in probes:
         start = time.perf_counter()
-        r, out, layers = _check(checker, target, shape, "sweep", False, record_layers, timeout, kw)
+        r, out, layers = _check(checker, target, shape, "sweep", False, record_layers, kw)
         r.seconds = time.perf_counter() - start
         point.results["sweep"] = r
         point.output_shape, point.layers = out, layers
@@ -142,7 +142,7 @@ def shape_point(checker: ShapeChecker, target: Target, shape: Shape, probes: Seq
                 r = ProbeResult("train", "skip", "not run: input too small for this block" if skipped
                                 else "not run: sweep failed")
             else:
-                r, _, _ = _check(checker, target, shape, "train", True, False, timeout, kw)
+                r, _, _ = _check(checker, target, shape, "train", True, False, kw)
         else:
             r = ProbeResult(name, "skip", f"numeric probe: runs at {numeric_at}")
         r.seconds = time.perf_counter() - start
@@ -151,14 +151,14 @@ def shape_point(checker: ShapeChecker, target: Target, shape: Shape, probes: Seq
 
 
 def _check(checker: ShapeChecker, target: Target, shape: Shape, probe: str, train: bool, record_layers: bool,
-           timeout: float | None, kw: dict[str, Any]) -> tuple[ProbeResult, Any, list[Any]]:
-    """Meta forward; on a meta failure, the real probe decides (and a real pass teaches a fallback)."""
-    finished, outcome = run_with_timeout(lambda: checker.run(shape, train=train, record_layers=record_layers),
-                                         timeout)
-    if not finished:
-        f = Failure(type="Timeout", message=f"no result within --timeout {timeout:g} s (shape phase)",
-                    cause="timeout", hint="timeout: the configuration ran longer than --timeout")
-        return ProbeResult(probe, "timeout", "timed out", f), None, []
+           kw: dict[str, Any]) -> tuple[ProbeResult, Any, list[Any]]:
+    """Meta forward; on a meta failure, the real probe decides (and a real pass teaches a fallback).
+
+    The meta forward runs inline, without ``--timeout``: it computes nothing, and a worker
+    thread left running would keep the module's parameters swapped for meta ones while the
+    next configuration runs. The real reruns keep the timeout.
+    """
+    outcome = checker.run(shape, train=train, record_layers=record_layers)
     mode = "train-mode forward" if train else "forward"
     if outcome.ok:
         used = _fallback_note(checker)
