@@ -64,22 +64,31 @@ def model_shapes(imgsz: int, stride: int, channels: int = 3, batches: tuple[int,
     return _at_batches(hw, channels, batches)
 
 
+BAND = 2  # the block sweep's half-width: 5 x 5 sizes around the base
+
+
 def block_shapes(base: Shape, batches: tuple[int, ...] = (1, 2)) -> list[SweptShape]:
-    """The default block sweep around ``CxHxW``: every H x W in a band of +-25% (at least
-    +-2) around the base, so every odd size, both orientations and every size that is not a
-    multiple of anything are in it; 1xN and Nx1; twice the size. Each at every batch size."""
+    """The default block sweep around ``CxHxW``: every H x W within +-2 of the base (so odd
+    and even sizes, both orientations, sizes that are not a multiple of anything), the
+    3:4 rectangles both ways (W or H at 3/4), 1xN and Nx1, twice the size; each at every
+    batch size. 30 sizes at 20x20.
+
+    Why +-2 and not a wider band: on meta tensors a small block costs more than on real
+    ones (torch's meta kernels for element-wise ops are Python), so the band is sized to
+    keep `yb trace BLOCK` within twice `yb inspect BLOCK`; the bugs it looks for strike at
+    any H != W, any odd size, any H x W != the built size, which +-2 already holds."""
     _, c, h, w = base.dims
     hw: list[tuple[tuple[int, int], str]] = [((h, w), "base")]
     for hh in _band(h):
         for ww in _band(w):
             hw.append(((hh, ww), "band"))
+    hw += [((h, max(1, round(w * 3 / 4))), "3:4"), ((max(1, round(h * 3 / 4)), w), "3:4")]
     hw += [((1, w), "1xN"), ((h, 1), "Nx1"), ((2 * h, 2 * w), "double")]
     return _at_batches(hw, c, batches)
 
 
 def _band(n: int) -> range:
-    d = max(2, math.ceil(n / 4))
-    return range(max(1, n - d), n + d + 1)
+    return range(max(1, n - BAND), n + BAND + 1)
 
 
 def _at_batches(hw: list[tuple[tuple[int, int], str]], channels: int, batches: tuple[int, ...]) -> list[SweptShape]:
