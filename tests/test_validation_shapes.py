@@ -51,6 +51,8 @@ def test_default_block_sweep_band_odd_and_1xn():
     assert {(h, w) for h in range(18, 23) for w in range(18, 23)} <= hw  # every H x W in the band
     assert hw - {(h, w) for h in range(18, 23) for w in range(18, 23)} == {(20, 15), (15, 20), (1, 20), (20, 1),
                                                                           (40, 40)}
-    assert len(swept) == 2 * 30
+    assert len(swept) == 30 + 6
+    assert {(s.height, s.width) for s in swept if s.batch == 2} == {(20, 20), (20, 15), (15, 20), (1, 20), (20, 1),
+                                                                   (40, 40)}
     assert numeric_shapes(block_shapes(Shape(1, 64, 20, 20)), Shape(1, 64, 20, 20), model=False) == (
         [Shape(2, 64, 20, 15)], [Shape(1, 64, 20, 20)])

@@ -5,8 +5,8 @@ size) need no arithmetic, and the validation loader feeds 41 shapes at 640; valu
 (non-finite output, batch mixing, layout dependence, a train-mode backward, unused
 parameters) need real arithmetic, but not at 88 configurations. So:
 
-- the *shape phase* runs every configuration's eval forward, and its train-mode forward
-  when the ``train`` probe is on, on meta tensors (:mod:`.shape_phase`): the ``sweep`` cell
+- the *shape phase* runs every configuration's eval forward, and at batch >= 2 its
+  train-mode forward when the ``train`` probe is on, on meta tensors (:mod:`.shape_phase`): the ``sweep`` cell
   and a shape-only ``train`` cell; the value probes are skipped there, and say where they ran;
 - the *numeric phase* runs every enabled probe on real tensors at one rectangular
   configuration at batch 2, and the eval-mode value probes at the base size (no second
@@ -137,7 +137,11 @@ def shape_point(checker: ShapeChecker, target: Target, shape: Shape, probes: Seq
             continue
         start = time.perf_counter()
         if name == "train":
-            if not sweep_ok:
+            if shape.batch < 2:
+                # YOLO never trains at batch 1 (BatchNorm refuses it): the train-mode forward
+                # is checked at the batch-2 configurations (every model shape has one).
+                r = ProbeResult("train", "skip", "train-mode forward: checked at batch >= 2")
+            elif not sweep_ok:
                 skipped = point.results["sweep"].status == "skip"
                 r = ProbeResult("train", "skip", "not run: input too small for this block" if skipped
                                 else "not run: sweep failed")
