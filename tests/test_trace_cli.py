@@ -52,7 +52,7 @@ def _cwd(monkeypatch):
 
 
 def test_square_assumption_block():
-    code, rep = yb_json("trace", f"{REL}:SquareAttention", "--size", "16x20x20")
+    code, rep = yb_json("trace", f"{REL}:SquareAttention", "--size", "16x20x20", "--quick")
     assert code == 1
     assert rep["schema"] == "yoloblocks.report/1" and rep["command"] == "trace"
     assert rep["target"] == f"{REL}:SquareAttention"
@@ -73,7 +73,7 @@ def test_square_assumption_block():
 
 
 def test_fixed_token_table_block():
-    code, rep = yb_json("trace", f"{REL}:FixedPosTable", "--size", "16x20x20", "--probes", "sweep")
+    code, rep = yb_json("trace", f"{REL}:FixedPosTable", "--size", "16x20x20", "--probes", "sweep", "--quick")
     assert code == 1
     assert failing(rep) == set(by_shape(rep)) - {"1x16x20x20", "2x16x20x20"}
     err = by_shape(rep)["1x16x40x40"]["error"]
@@ -98,7 +98,7 @@ def test_hard_coded_width_block_fails_at_other_widths_only():
 
 
 def test_odd_size_concat_block():
-    code, rep = yb_json("trace", f"{REL}:OddSizeConcat", "--size", "8x20x20", "--probes", "sweep,train")
+    code, rep = yb_json("trace", f"{REL}:OddSizeConcat", "--size", "8x20x20", "--probes", "sweep,train", "--quick")
     assert code == 1
     assert failing(rep) == {"1x8x20x15", "1x8x15x20", "1x8x21x14", "1x8x21x21", "1x8x1x20"}
     err = by_shape(rep)["1x8x21x14"]["error"]
@@ -108,7 +108,7 @@ def test_odd_size_concat_block():
 
 
 def test_batch_mixing_is_caught_by_the_batch_probe_not_an_exception():
-    code, rep = yb_json("trace", f"{REL}:BatchLeak", "--size", "8x6x6")
+    code, rep = yb_json("trace", f"{REL}:BatchLeak", "--size", "8x6x6", "--quick")
     assert code == 1
     assert failing(rep) == {"2x8x6x6"}
     point = by_shape(rep)["2x8x6x6"]
@@ -137,7 +137,7 @@ def test_unused_parameters_are_listed():
 
 
 def test_standard_block_passes_everything_and_exits_0():
-    code, rep = yb_json("trace", "C2f", "--size", "16x8x8", "--args", "[16, 1, True]")
+    code, rep = yb_json("trace", "C2f", "--size", "16x8x8", "--args", "[16, 1, True]", "--quick")
     assert code == 0, [p.get("error") for p in rep["points"]]
     assert rep["failed"] == 0 and rep["passed"] == len(rep["points"]) == 8
     assert rep["probes"] == ["sweep", "finite", "batch", "channels-last", "train", "grads"]
@@ -294,7 +294,7 @@ def test_model_hard_coded_width_fails_only_at_scales_where_the_width_differs():
 @pytest.mark.slow
 def test_model_default_sweep_yolov8n_square_block():
     pytest.importorskip("yoloblocks_cli.loading.yaml_model")
-    code, rep = yb_json("trace", SQUARE_YAML, "--plugin", REL, "--scales", "n")
+    code, rep = yb_json("trace", SQUARE_YAML, "--plugin", REL, "--scales", "n", "--quick")
     assert code == 1
     assert {k for k, p in by_shape(rep).items() if p["ok"]} == {"1x3x640x640", "1x3x320x320", "1x3x1280x1280",
                                                                "2x3x640x640"}

@@ -107,9 +107,7 @@ def run_probes(target: Any, shapes: list[Any], probes: list[str], device: Any, d
     findings, points = [], []
     try:
         for shape in shapes:
-            started = time.perf_counter()
             point = run_point(pt, shape, enabled, device=device, dtype=dtype)
-            seconds = (time.perf_counter() - started) / max(1, len(point.results))  # probes share one point
             for name, r in point.results.items():
                 if r.status == "pass":
                     msg = r.detail if name != "sweep" else f"output {r.detail}"
@@ -118,7 +116,7 @@ def run_probes(target: Any, shapes: list[Any], probes: list[str], device: Any, d
                 else:
                     msg = _failure_text(r.failure) if r.failure is not None else r.detail
                 findings.append(Finding(target.name, f"{name} {shape}", not r.failed, msg, r.status == "skip",
-                                        seconds=seconds))
+                                        seconds=r.seconds))
             status = point_status(point)  # a configuration too small for the block is "ok": null, never true
             points.append({"input_shape": list(shape.dims), "ok": None if status == "skip" else point.ok,
                            "status": status, "output_shape": point.output_shape,

@@ -21,6 +21,8 @@ FailInconclusiveOpt = Annotated[bool, typer.Option("--fail-inconclusive", help="
 IgnoreNoiseOpt = Annotated[bool, typer.Option("--ignore-noise", help="Judge latency budgets by their intervals even "
                                               "when the machine was noisy (the warning stays; also "
                                               "YB_IGNORE_NOISE=1).")]
+ShardOpt = Annotated[Optional[str], typer.Option("--shard", help="Run the K-th of N slices of the targets, "
+                                                 "e.g. 2/4 (a CI matrix job each; see docs/check.md).")]
 MarkdownOpt = Annotated[bool, typer.Option("--markdown", help="Print the verdicts as a Markdown table "
                                            "(e.g. >> $GITHUB_STEP_SUMMARY).")]
 
@@ -33,6 +35,8 @@ def register(app: typer.Typer) -> None:
                   ignore_noise: IgnoreNoiseOpt = False) -> None:
         """Check blocks and models against budgets, sweeps, probes and a baseline (exit 1 on failure,
         3 when nothing failed but a latency verdict was inconclusive)."""
+                  threads: ThreadsOpt = None, shard: ShardOpt = None) -> None:
+        """Check blocks and models against budgets, sweeps, probes and a baseline (exit 1 on failure)."""
         from yoloblocks_cli.checks.config import find_config, load_config
         from yoloblocks_cli.checks.run import run_check, write_junit
         from yoloblocks_cli.reporting.report import console, write_json
@@ -42,6 +46,18 @@ def register(app: typer.Typer) -> None:
 
             raise _Usage("--json and --markdown both print to stdout: choose one (or --output FILE for the JSON)")
         cfg = load_config(config if config is not None else find_config())
+        if shard is not None:
+            from yoloblocks_cli.checks.shard import parse_shard, select
+            from yoloblocks_cli.errors import UsageError as _Usage
+
+            part = parse_shard(shard)
+            if update_baseline:
+                raise _Usage("--update-baseline needs every target: run it without --shard")
+            cfg = select(cfg, part)
+            if not cfg.targets:
+                console(stderr=True).print(f"yb check: shard {part} has no targets (fewer target groups than shards)")
+                return
+            console(stderr=True).print(f"yb check: shard {part}: {', '.join(t.name for t in cfg.targets)}")
         if ignore_noise:
             import os
 

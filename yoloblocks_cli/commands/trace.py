@@ -28,6 +28,8 @@ JunitOpt = Annotated[Optional[Path], typer.Option(
     "--junit", callback=writable_path, help="Write JUnit XML: one testcase per configuration x probe.")]
 WeightsYamlOpt = Annotated[Optional[str], typer.Option(
     "--model", help="The YAML a plain state_dict (.pt/.pth/.safetensors) belongs to.")]
+QuickOpt = Annotated[bool, typer.Option(
+    "--quick", help="The small sweep of earlier versions (9 model / 8 block shapes), every probe at each.")]
 TimeoutOpt = Annotated[Optional[float], typer.Option(
     "--timeout", help="Seconds allowed per configuration; a late one is reported as 'timeout'.")]
 
@@ -57,10 +59,12 @@ def register(app: typer.Typer) -> None:
         layout: LayoutOpt = None,
         inputs: InputsOpt = None,
         root: RootOpt = None,
+        quick: QuickOpt = False,
     ) -> None:
         """Sweep resolutions, batches and layouts; name the layer, line and cause of every failure.
 
-        Exit 0 when every probe passes, 1 when any fails, 2 on bad input.
+        Shapes on meta tensors at every configuration, value probes at a few real ones.
+        Exit 0 when every probe passes, 1 when any fails, 2 on bad input, 130 when interrupted.
         """
         from yoloblocks_cli.loading.limits import preflight_model
         from yoloblocks_cli.tracing.run import TraceRequest, run_trace
@@ -72,7 +76,8 @@ def register(app: typer.Typer) -> None:
                            scales=scales, probes=probes, no_probe=list(no_probe or []), layers=layers,
                            args=args, kwargs=list(kwargs or []), plugins=list(plugin or []), device=device,
                            dtype=dtype, threads=threads, timeout=timeout, json_out=json_out, output=output, junit=junit,
-                           model_yaml=model_yaml, layout=layout, inputs=list(inputs or []), root=root)
+                           model_yaml=model_yaml, layout=layout, inputs=list(inputs or []), root=root,
+                           quick=quick)
         code = run_trace(req)
         if code:
             raise typer.Exit(code)

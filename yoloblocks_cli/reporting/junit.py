@@ -25,7 +25,7 @@ class Case:
     seconds: float = 0.0
 
 
-def to_xml(suite: str, cases: Iterable[Case]) -> ET.Element:
+def to_xml(suite: str, cases: Iterable[Case], properties: dict[str, str] | None = None) -> ET.Element:
     cases = list(cases)
     root = ET.Element("testsuites")
     ts = ET.SubElement(root, "testsuite", {
@@ -36,6 +36,10 @@ def to_xml(suite: str, cases: Iterable[Case]) -> ET.Element:
         "skipped": str(sum(c.status == "skip" for c in cases)),
         "time": f"{sum(c.seconds for c in cases):.4f}",
     })
+    if properties:  # e.g. partial="true" for a run cut short by Ctrl-C or SIGTERM
+        props = ET.SubElement(ts, "properties")
+        for k, v in properties.items():
+            ET.SubElement(props, "property", {"name": k, "value": v})
     for c in cases:
         tc = ET.SubElement(ts, "testcase", {"classname": c.classname, "name": c.name, "time": f"{c.seconds:.4f}"})
         if c.status in ("fail", "error"):
@@ -49,12 +53,12 @@ def to_xml(suite: str, cases: Iterable[Case]) -> ET.Element:
     return root
 
 
-def write_junit(path: str | Path, suite: str, cases: Iterable[Case]) -> Path:
+def write_junit(path: str | Path, suite: str, cases: Iterable[Case], properties: dict[str, str] | None = None) -> Path:
     """Write the XML file (parents created); returns the path."""
     from yoloblocks_cli.reporting.atomic import atomic_path
 
     p = Path(path)
-    tree = ET.ElementTree(to_xml(suite, cases))
+    tree = ET.ElementTree(to_xml(suite, cases, properties))
     ET.indent(tree)
     with atomic_path(p) as tmp:  # parents created (and said so); a FIFO or device written in place
         tree.write(tmp, encoding="utf-8", xml_declaration=True)

@@ -116,6 +116,7 @@ class Point:
     results: dict[str, ProbeResult] = field(default_factory=dict)
     output_shape: Any = None
     layers: list[Any] = field(default_factory=list)
+    phase: str = "numeric"  # "shape": checked on meta tensors only (tracing/phases.py)
 
     @property
     def ok(self) -> bool:

@@ -7,11 +7,14 @@ from typing import Any, Sequence
 from yoloblocks_cli.tracing.probes import Point, Target
 from yoloblocks_cli.tracing.tracer import fmt_shape
 
+_MAX_ROWS = 12  # failing shape-phase rows listed in the table
+
 _CELL = {"pass": "[green]pass[/]", "fail": "[bold red]FAIL[/]", "skip": "[dim]-[/]", "timeout": "[bold red]timeout[/]"}
 
 
 def render(req: Any, kind: str, targets: Sequence[Target], probes: Sequence[str], points: Sequence[Point],
-           report: dict[str, Any] | None = None) -> None:
+           report: dict[str, Any] | None = None, fallbacks: Sequence[Any] = (),
+           total: int | None = None) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -29,24 +32,44 @@ def render(req: Any, kind: str, targets: Sequence[Target], probes: Sequence[str]
     for name in probes:
         table.add_column(name, justify="center")
     table.add_column("output")
+    shape_only = [p for p in points if p.phase == "shape"]
+    listed = [p for p in points if p.phase != "shape" or not p.ok]
+    if len(listed) > _MAX_ROWS:  # a grouped failure below says where the rest failed
+        listed = [p for p in listed if p.phase != "shape"] + [p for p in listed if p.phase == "shape"][:_MAX_ROWS]
     for p in points:
+        if p not in listed:
+            continue
         row = [p.scale or ""] if multi_scale else []
         row.append(str(p.shape))
         row += [_CELL.get(p.results[n].status, p.results[n].status) if n in p.results else "" for n in probes]
         row.append(escape(fmt_shape(p.output_shape)))
         table.add_row(*row)
     console.print(table)
+    if shape_only:
+        n_ok = sum(p.ok for p in shape_only)
+        hidden = len(shape_only) - sum(1 for p in shape_only if p in listed)
+        console.print(f"shape phase: {len(shape_only)} configurations on meta tensors, {n_ok} passed"
+                      + (f" ({hidden} rows not shown: passing, or grouped below; --json lists every one)"
+                         if hidden else "")
+                      + f"; numeric probes at {len(points) - len(shape_only)}")
+    for fb in fallbacks:
+        console.print(f"[yellow]real-tensor fallback:[/] {escape(fb.describe())}")
 
     if req.layers and points:
         shown = [points[0]] + [p for p in points[1:] if not p.ok]
         for p in shown:
             _layers(console, p, kind)
 
+    from yoloblocks_cli.tracing.grouping import group_failures
+
     failed = [p for p in points if not p.ok]
-    for configs, name, r in _grouped_failures(failed):
+    for g in group_failures(points):
+        configs, name, r = g.labels, g.probe, g.result
         console.print()
         shown = ", ".join(configs[:6]) + (f", ... ({len(configs)} configurations)" if len(configs) > 6 else "")
         console.print(f"[bold red]FAIL[/] {name} at {escape(shown)}")
+        if len(configs) > 1:
+            console.print(f"  {escape(g.summary())}")
         f = r.failure
         if f is None:
             console.print(f"  {escape(r.detail)}")
@@ -76,6 +99,8 @@ def render(req: Any, kind: str, targets: Sequence[Target], probes: Sequence[str]
     colour = "green" if not failed else "red"
     console.print(f"[{colour}]{len(points)} configurations x {len(probes)} probes: "
                   f"{n_pass} passed, {len(failed)} failed{skipped}[/]")
+    if total is not None and total > len(points):
+        console.print(f"[bold red]interrupted:[/] {len(points)} of {total} configurations finished (partial report)")
 
 
 def _notes(report: dict[str, Any]) -> list[str]:
@@ -99,20 +124,6 @@ def _notes(report: dict[str, Any]) -> list[str]:
         feeds += [f"{k} {v}" for k, v in plan["extras"].items()]
         out.append(f"forward{plan['forward']}: " + ", ".join(feeds))
     return out
-
-
-def _grouped_failures(points: Sequence[Point]) -> list[tuple[list[str], str, Any]]:
-    """One entry per distinct failure (probe, type, layer, file:line, cause), with the
-    configurations that hit it; details are shown from the first of them."""
-    groups: dict[tuple, tuple[list[str], str, Any]] = {}
-    for p in points:
-        for name, r in p.results.items():
-            if not r.failed:
-                continue
-            f = r.failure
-            key = (name, r.status) + ((f.type, str(f.layer), f.file, f.line, f.cause) if f else (r.detail,))
-            groups.setdefault(key, ([], name, r))[0].append(p.label)
-    return list(groups.values())
 
 
 def _layers(console: Any, p: Point, kind: str) -> None:

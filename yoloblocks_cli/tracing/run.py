@@ -47,6 +47,7 @@ class TraceRequest:
     layout: str | None = None  # --layout nchw|nhwc|bnc
     inputs: list[str] = field(default_factory=list)  # --inputs k=BxNxC
     root: Path | None = None  # --root DIR of a file block
+    quick: bool = False  # today's small set, every probe at every configuration
 
 
 # --- inputs ------------------------------------------------------------------------------------
@@ -282,6 +283,47 @@ def configurations(req: TraceRequest, kind: str, stride: int = 32) -> list[Shape
     return out
 
 
+def plan_for(req: TraceRequest, kind: str, stride: int = 32) -> Any:
+    """The two-phase plan of the default sweep; ``--quick`` and ``--sizes`` run every probe
+    at every configuration they name (one phase)."""
+    from yoloblocks_cli.tracing.phases import SweepPlan
+
+    if req.sizes or req.quick:
+        shapes = tuple(configurations(req, kind, stride))
+        return SweepPlan(shapes, shapes)
+    from yoloblocks_cli.tracing.validation_shapes import SweptShape, block_shapes, model_shapes, numeric_shapes
+
+    batches = tuple(parse_batches(req.batch) or (1, 2))
+    swept: list[SweptShape] = []
+    numeric: list[Shape] = []
+    eval_only: list[Shape] = []
+    if kind == "block":
+        for b in parse_block_sizes(req.size or [DEFAULT_BLOCK_SIZE]):
+            part = block_shapes(b.with_batch(1), batches)
+            swept += part
+            full, light = numeric_shapes(part, b.with_batch(1), model=False)
+            numeric, eval_only = numeric + full, eval_only + light
+    else:
+        for b in parse_model_sizes(req.size or [DEFAULT_MODEL_SIZE]):
+            imgsz = max(b.height, b.width)
+            part = model_shapes(imgsz, stride, b.channels, batches)
+            if b.height != b.width:  # the rectangle the user named, beside the loader's
+                part = [SweptShape(Shape(n, b.channels, b.height, b.width), "given") for n in batches] + part
+            swept += part
+            train = max(1, -(-imgsz // stride)) * stride
+            full, light = numeric_shapes(part, Shape(1, b.channels, train, train), model=True)
+            numeric, eval_only = numeric + full, eval_only + light
+    shapes: list[Shape] = []
+    origins: list[str] = []
+    for s in swept:
+        if s.shape not in shapes:
+            shapes.append(s.shape)
+            origins.append(s.origin)
+    light = [n for n in eval_only if n not in numeric]
+    picked = [n for i, n in enumerate(numeric + light) if n in shapes and n not in (numeric + light)[:i]]
+    return SweepPlan(tuple(shapes), tuple(picked), tuple(origins), tuple(n for n in light if n in picked))
+
+
 # --- the sweep -----------------------------------------------------------------------------------
 
 
@@ -325,6 +367,8 @@ def run_trace(req: TraceRequest) -> int:
     probes = parse_probes(req.probes, req.no_probe)
     if req.timeout is not None and req.timeout <= 0:
         raise UsageError("--timeout must be a positive number of seconds")
+    if req.quick and req.sizes:
+        raise UsageError("--quick picks the derived sizes; --sizes names them: choose one")
     kind = "model" if is_model_target(req.target) else "block"
     device, dtype = resolve_device_dtype(req.device, req.dtype)
     if req.threads is not None:
@@ -336,33 +380,57 @@ def run_trace(req: TraceRequest) -> int:
     if kind == "block":
         if req.scales:
             raise UsageError("--scales applies to model YAMLs only")
-        shapes = configurations(req, "block")
-        targets = block_targets(req, shapes[0].channels)
-        if len({s.channels for s in shapes}) > 1:
+        plan = plan_for(req, "block")
+        targets = block_targets(req, plan.shapes[0].channels)
+        if len({s.channels for s in plan.shapes}) > 1:
             raise UsageError("every size of a block sweep must have the same channel count")
     else:
         if req.layout or req.inputs:
             raise UsageError("--layout and --inputs apply to blocks only (a model takes an image)")
         targets, stride = model_targets(req)
-        shapes = configurations(req, "model", stride)
-    show_progress = not req.json_out and sys.stderr.isatty()
-    total = len(targets) * len(shapes)
+        plan = plan_for(req, "model", stride)
+    from yoloblocks_cli.tracing.phases import run_plan
+    from yoloblocks_cli.tracing.progress import CiLines, sigterm_as_interrupt
+
+    total = len(targets) * len(plan.shapes)
+    finished: list[Point] = []
+    checkers: list[Any] = []
+    ci = CiLines(total) if not req.json_out and not sys.stdout.isatty() else None
+
+    def on_point(p: Point, seconds: float) -> None:
+        finished.append(p)
+        if ci is not None:
+            ci(p, seconds)
+
+    kw = dict(device=device, dtype=dtype, timeout=req.timeout, record_layers=req.layers, checkers=checkers)
+    interrupted = False
     from yoloblocks_cli.tracing.block_warnings import collect_warnings
 
-    with collect_warnings() as caught:  # PyTorch's warnings inside the block, with their line
-        if show_progress:
-            from rich.progress import Progress
+    caught: Any = []
+    try:
+        with sigterm_as_interrupt(), collect_warnings() as caught:  # PyTorch's warnings in the block, with their line
+            if not req.json_out and sys.stderr.isatty():
+                from rich.progress import Progress
 
-            with Progress(transient=True) as bar:
-                task = bar.add_task(f"tracing {req.target}", total=total)
-                points = sweep(targets, shapes, probes, device=device, dtype=dtype, timeout=req.timeout,
-                               record_layers=req.layers, progress=lambda: bar.advance(task))
-        else:
-            points = sweep(targets, shapes, probes, device=device, dtype=dtype, timeout=req.timeout,
-                           record_layers=req.layers)
+                with Progress(transient=True) as bar:
+                    task = bar.add_task(f"tracing {req.target}", total=total)
+
+                    def advance(p: Point, seconds: float) -> None:
+                        on_point(p, seconds)
+                        bar.advance(task)
+
+                    points = run_plan(targets, plan, probes, on_point=advance, **kw)
+            else:
+                points = run_plan(targets, plan, probes, on_point=on_point, **kw)
+    except KeyboardInterrupt:
+        interrupted = True
+        order = {(t.scale, s): i for i, (t, s) in enumerate((t, s) for t in targets for s in plan.shapes)}
+        points = sorted(finished, key=lambda p: order.get((p.scale, p.shape), len(order)))
+    fallbacks = [fb for c in checkers for fb in c.fallbacks]
     report = build_report(req, kind, targets, probes, points, env_dict(device, dtype), caught)
+    report.update(phase_report(plan, points, fallbacks, total, interrupted))
     if req.junit is not None:
-        write_junit_report(req.junit, req.target, probes, points)
+        write_junit_report(req.junit, req.target, probes, points, partial=interrupted)
     from yoloblocks_cli.reporting.report import write_json
 
     if req.output is not None:
@@ -372,8 +440,34 @@ def run_trace(req: TraceRequest) -> int:
     if not req.json_out:
         from yoloblocks_cli.tracing.render import render
 
-        render(req, kind, targets, probes, points, report)
+        render(req, kind, targets, probes, points, report, fallbacks=fallbacks, total=total if interrupted else None)
+    if interrupted:
+        print(f"yb trace: interrupted: {len(points)} of {total} configurations finished; "
+              "the report holds those, marked partial", file=sys.stderr)
+        return 130
     return 0 if all(p.ok for p in points) else 1
+
+
+def phase_report(plan: Any, points: Sequence[Point], fallbacks: Sequence[Any], total: int,
+                 interrupted: bool) -> dict[str, Any]:
+    """The fields a two-phase sweep adds to the report: phases, fallbacks, groups, partial."""
+    from yoloblocks_cli.tracing.grouping import group_failures
+
+    shape_pts = [p for p in points if p.phase == "shape"]
+    return {
+        "phases": {
+            "shape": {"configurations": len(shape_pts), "passed": sum(p.ok for p in shape_pts),
+                      "seconds": round(sum(r.seconds for p in shape_pts for r in p.results.values()), 4)},
+            "numeric": {"configurations": [list(s.dims) for s in plan.numeric],
+                        "seconds": round(sum(r.seconds for p in points if p.phase != "shape"
+                                             for r in p.results.values()), 4)},
+        },
+        "fallbacks": [fb.to_json() for fb in fallbacks],
+        "failure_groups": [g.to_json() for g in group_failures(points)],
+        "configurations": total,
+        "partial": interrupted,
+        "interrupted": interrupted,
+    }
 
 
 def build_report(req: TraceRequest, kind: str, targets: Sequence[Target], probes: Sequence[str],
@@ -429,7 +523,7 @@ def point_json(p: Point, layers: bool) -> dict[str, Any]:
     status = point_status(p)
     d: dict[str, Any] = {"input_shape": list(p.shape.dims), "scale": p.scale,
                          "ok": None if status == "skip" else p.ok, "status": status,
-                         "output_shape": p.output_shape}
+                         "output_shape": p.output_shape, "phase": p.phase}
     err = p.error
     if err is not None:
         d["error"] = err.to_json()
@@ -444,15 +538,16 @@ def _int_or(label: str) -> Any:
     return int(label) if label.isdigit() else label
 
 
-def write_junit_report(path: Path, target: str, probes: Sequence[str], points: Sequence[Point]) -> None:
+def write_junit_report(path: Path, target: str, probes: Sequence[str], points: Sequence[Point],
+                       partial: bool = False) -> None:
     from yoloblocks_cli.reporting.junit import Case, write_junit
 
     cases = []
     for p in points:
         for name in probes:
             r = p.results.get(name)
-            if r is None:
-                continue
+            if r is None or (p.phase == "shape" and r.status == "skip" and not r.detail.startswith("not run:")):
+                continue  # a value probe of a shape-only configuration, or batch-1 train: checked elsewhere
             f = r.failure
             details = ""
             if f is not None:
@@ -465,4 +560,5 @@ def write_junit_report(path: Path, target: str, probes: Sequence[str], points: S
             cases.append(Case(classname=f"yb.trace.{target}", name=f"{p.label}::{name}", status=status,
                               message=r.detail, details=details, error_type=f.type if f else "",
                               seconds=r.seconds))
-    write_junit(path, f"yb trace {target}", cases)
+    write_junit(path, f"yb trace {target}" + (" (partial: interrupted)" if partial else ""), cases,
+                properties={"partial": "true"} if partial else None)
