@@ -32,11 +32,9 @@ def register(app: typer.Typer) -> None:
     def check_cmd(config: ConfigOpt = None, junit: JunitOpt = None, update_baseline: UpdateOpt = False,
                   json_out: JsonOpt = False, output: OutputOpt = None, markdown: MarkdownOpt = False,
                   threads: ThreadsOpt = None, fail_inconclusive: FailInconclusiveOpt = False,
-                  ignore_noise: IgnoreNoiseOpt = False) -> None:
+                  ignore_noise: IgnoreNoiseOpt = False, shard: ShardOpt = None) -> None:
         """Check blocks and models against budgets, sweeps, probes and a baseline (exit 1 on failure,
         3 when nothing failed but a latency verdict was inconclusive)."""
-                  threads: ThreadsOpt = None, shard: ShardOpt = None) -> None:
-        """Check blocks and models against budgets, sweeps, probes and a baseline (exit 1 on failure)."""
         from yoloblocks_cli.checks.config import find_config, load_config
         from yoloblocks_cli.checks.run import run_check, write_junit
         from yoloblocks_cli.reporting.report import console, write_json
