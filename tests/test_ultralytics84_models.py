@@ -62,10 +62,10 @@ def test_yolo26n_exact_with_gflops_summary_and_fused_line():
 
 @pytest.mark.parametrize("name, shape", [
     ("yolo11n-seg", [[1, 116, 1344], [1, 32, 64, 64]]),  # boxes+80 scores+32 mask coefficients; protos at P3 x 2
-    ("yolo11n-pose", [1, 56, 1344]),  # 4 + 1 class + 17 x 3 keypoints
-    ("yolo11n-obb", [1, 20, 1344]),  # 4 + 15 classes + 1 angle
+    ("yolo11n-pose", [1, 135, 1344]),  # 4 + 80 classes (the YAML's nc) + 17 x 3 keypoints
+    ("yolo11n-obb", [1, 85, 1344]),  # 4 + 80 classes + 1 angle
     ("yolo11n-cls", [1, 1000]),
-    ("yolo26n-pose", [1, 56, 1344]),
+    ("yolo26n-pose", [1, 135, 1344]),
 ])
 def test_task_outputs_per_part(name: str, shape: list):
     built = build_model(name)
