@@ -120,11 +120,15 @@ class AnchorDetect(nn.Module):
                     raise RuntimeError("anchor Detect has no strides: build it inside a model (or set .stride)")
                 if self.dynamic or self.grid[i].shape[2:4] != x[i].shape[2:4]:
                     self.grid[i], self.anchor_grid[i] = self._make_grid(nx, ny, i)
-                # a segment head's mask coefficients (the last no - nc - 5) stay raw, as the repository's
-                xy, wh, conf, mask = x[i].split((2, 2, self.nc + 1, self.no - self.nc - 5), 4)
-                xy = (xy.sigmoid() * 2 + self.grid[i]) * self.stride[i]
-                wh = (wh.sigmoid() * 2) ** 2 * self.anchor_grid[i]
-                z.append(torch.cat((xy, wh, conf.sigmoid(), mask), 4).view(bs, self.na * nx * ny, self.no))
+                nm = self.no - self.nc - 5  # a segment head's mask coefficients stay raw, as the repository's
+                if nm:
+                    xy, wh, conf, mask = x[i].split((2, 2, self.nc + 1, nm), 4)
+                    xy, wh, conf = xy.sigmoid(), wh.sigmoid(), conf.sigmoid()
+                else:
+                    xy, wh, conf = x[i].sigmoid().split((2, 2, self.nc + 1), 4)
+                xy = (xy * 2 + self.grid[i]) * self.stride[i]
+                wh = (wh * 2) ** 2 * self.anchor_grid[i]
+                z.append(torch.cat((xy, wh, conf, mask) if nm else (xy, wh, conf), 4).view(bs, self.na * nx * ny, self.no))
         if self.training:
             return x
         return (torch.cat(z, 1),) if self.export else (torch.cat(z, 1), x)
