@@ -70,14 +70,20 @@ def figures(text: str) -> Counter:
     return found
 
 
+# Pages written by their own scripts, each with its own drift test (test_limits_doc, test_export_probe,
+# test_user_blocks, test_latency): re-run here only in the slow sweep.
+_OWN_GENERATOR = {"limits.md", "export.md", "user-blocks.md", "latency.md", "checkpoints.md", "models.md"}
+
+
 def _examples() -> list:
     found = []
     for page in generate.PAGES:
         for ex in generate.examples(page):
             if ex.measured:
                 continue
-            slow = any(k in " ".join(c.line for c in ex.commands)
-                       for k in ("yolo", ".yaml", "yb scale", "--layers", "Mamba", "VSSBlock", "S2Attention"))
+            slow = page.name in _OWN_GENERATOR or any(
+                k in " ".join(c.line for c in ex.commands)
+                for k in ("yolo", ".yaml", "yb scale", "--layers", "Mamba", "VSSBlock", "S2Attention", "export"))
             found.append(pytest.param(ex, id=ex.label, marks=[pytest.mark.slow] if slow else []))
     return found
 
