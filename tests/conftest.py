@@ -50,6 +50,18 @@ def yb_in(capsys, monkeypatch):
     return run
 
 
+@pytest.fixture
+def repo_cwd_one_thread(monkeypatch):
+    """From the repository root (paths in reports are relative to it), torch on one thread."""
+    import torch
+
+    monkeypatch.chdir(ROOT)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     import torch

@@ -137,7 +137,10 @@ SKIP_FAMILIES = {"head", "utility"}  # heads take lists of maps; utilities have 
 # YOLOv7-repository blocks kept exactly as the repository builds them (TODO: probe at their own sizes)
 _ODD = "the YOLOv7 repository's block concatenates a strided conv with a max-pool: odd sizes mismatch there too"
 _G32 = "ResNeXt groups=32 need at least 64 channels; the probe's 16-channel input cannot build it"
-REPOSITORY_AS_IS = {"DownC": _ODD, "Stem": _ODD, "ResX": _G32, "ResXCSPA": _G32, "ResXCSPB": _G32, "ResXCSPC": _G32}
+_AREA = ("area attention splits H*W tokens into `area` equal parts: ultralytics' AAttn fails the same way "
+         "when H*W is not a multiple of 4 (A2C2f runs it on 40x40 and 20x20 maps)")
+REPOSITORY_AS_IS = {"DownC": _ODD, "Stem": _ODD, "ResX": _G32, "ResXCSPA": _G32, "ResXCSPB": _G32, "ResXCSPC": _G32,
+                    "AAttn": _AREA}
 
 
 def _library():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,13 +21,7 @@ BROKEN = ["SquareAttention", "FixedPosTable", "HardCodedWidth", "OddSizeConcat",
           "NaNAtLargeSize", "OOMAtLargeSize"]
 
 
-@pytest.fixture(autouse=True)
-def _cwd(monkeypatch):
-    monkeypatch.chdir(Path(__file__).resolve().parents[1])
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("repo_cwd_one_thread")
 
 
 def marker_line(tag: str) -> int:

@@ -8,7 +8,6 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-import torch
 
 from conftest import run_yb
 from yoloblocks_cli.checks.config import load_config
@@ -18,13 +17,7 @@ from yoloblocks_cli.errors import UsageError
 REL = "tests/fixtures/broken_blocks.py"
 
 
-@pytest.fixture(autouse=True)
-def _cwd(monkeypatch):
-    monkeypatch.chdir(Path(__file__).resolve().parents[1])
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("repo_cwd_one_thread")
 
 
 def test_default_block_sweep_groups_the_square_failure(tmp_path):

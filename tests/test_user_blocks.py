@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from conftest import FIXTURES, run_yb
@@ -47,13 +46,7 @@ def first_error(rep: dict) -> dict:
     return next(p["error"] for p in rep["points"] if p.get("error"))
 
 
-@pytest.fixture(autouse=True)
-def _cwd(monkeypatch):
-    monkeypatch.chdir(Path(__file__).resolve().parents[1])
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("repo_cwd_one_thread")
 
 
 # 1. the user's named file wins over the registry --------------------------------------------------

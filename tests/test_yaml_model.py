@@ -158,8 +158,9 @@ def test_eval_forward_shapes_and_train_mode_maps():
         y = built.model(torch.zeros(1, 3, 64, 96))
     assert list(y.shape) == [1, 84, 8 * 12 + 4 * 6 + 2 * 3]
     built.model.train()
-    maps = built.model(torch.zeros(2, 3, 64, 64))
-    assert [list(m.shape) for m in maps] == [[2, 144, 8, 8], [2, 144, 4, 4], [2, 144, 2, 2]]
+    preds = built.model(torch.zeros(2, 3, 64, 64))  # ultralytics 8.4's training output: a dict, not the raw maps
+    assert {k: list(v.shape) for k, v in preds.items() if k != "feats"} == {"boxes": [2, 64, 84], "scores": [2, 80, 84]}
+    assert [list(m.shape) for m in preds["feats"]] == [[2, 64, 8, 8], [2, 128, 4, 4], [2, 256, 2, 2]]
 
 
 def test_nc_override_matches_ultralytics():

@@ -52,7 +52,7 @@ def yaml_args(info: Any, c1: int = REFERENCE_CHANNELS) -> list:
     """The ``args`` a YAML layer writes for this block's default call (input width dropped)."""
     args = info.inspect_args(c1, None)
     conv = info.convention.name
-    if conv in ("c1_c2", "preserve"):
+    if conv in ("c1_c2", "preserve", "sppf"):
         args = args[1:]
     elif conv == "c1_c2_n":
         args = args[1:]

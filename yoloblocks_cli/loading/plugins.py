@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from yoloblocks_cli.errors import UsageError
+from yoloblocks_cli.reporting.report import relative_path
 
 
 @dataclass(frozen=True)
@@ -41,16 +42,6 @@ class PluginUse:
                 "shadows_registered": self.shadows}
 
 
-def _display(path: str) -> str:
-    import os
-
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:
-        return path
-    return path if rel.startswith("..") else rel
-
-
 def plugin_use(name: str, cls: type) -> PluginUse:
     """Describe ``cls`` (from a plugin file) used for ``name``."""
     from blocks.registry import UnknownBlockError, get_block
@@ -67,7 +58,7 @@ def plugin_use(name: str, cls: type) -> PluginUse:
         shadows = False
     # A file imported by path gets a private module name (yb_user_<stem>_<hash>): the file says more.
     qual = cls.__qualname__ if cls.__module__.startswith("yb_user_") else f"{cls.__module__}.{cls.__qualname__}"
-    return PluginUse(name, qual, _display(file) if file else "?", line, shadows)
+    return PluginUse(name, qual, relative_path(file) if file else "?", line, shadows)
 
 
 def collect_plugin_classes(plugins: Iterable[str | Path], root: str | Path | None = None) -> dict[str, type]:

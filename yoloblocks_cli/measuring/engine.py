@@ -38,6 +38,7 @@ from typing import Any, Callable, Sequence
 
 from yoloblocks_cli.errors import CheckFailed, UsageError
 from yoloblocks_cli.measuring.flops import COUNTERS
+from yoloblocks_cli.reporting.report import relative_path
 
 Progress = Callable[[str], None]
 
@@ -329,12 +330,3 @@ def block_frame(exc: BaseException) -> str:
             continue
         found = f"{relative_path(frame.filename)}:{frame.lineno} in {frame.name}"
     return found
-
-
-def relative_path(path: str) -> str:
-    """``path`` relative to the working directory when it lies below it (reports name no home)."""
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:
-        return path
-    return path if rel.startswith("..") else rel

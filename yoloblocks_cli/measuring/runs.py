@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from yoloblocks_cli.errors import UsageError
-from yoloblocks_cli.measuring.engine import Plan, relative_path
+from yoloblocks_cli.measuring.engine import Plan
+from yoloblocks_cli.reporting.report import relative_path
 from yoloblocks_cli.measuring.flops import COUNTERS
 
 Progress = Callable[[str], None]

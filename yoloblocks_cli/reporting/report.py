@@ -157,6 +157,15 @@ def format_shape(shape: Any) -> str:
     return str(shape)
 
 
+def relative_path(path: str) -> str:
+    """``path`` relative to the working directory when it lies below it (reports name no home)."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel
+
+
 def display_path(path: str) -> str:
     """A path as reports print it: a shipped YAML as ``blocks/cfg/...`` (wherever the package
     is installed), a file below the working folder relative to it, anything else as given."""

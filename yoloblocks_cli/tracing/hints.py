@@ -282,14 +282,14 @@ def _divisibility(ctx: HintContext) -> tuple[str, str] | None:
     m = _VIEW_SHAPE.search(ctx.message)
     if m:
         target = [int(v) for v in m.group(1).split(",") if v.strip()]
+        if len(target) >= 2 and target[-1] == target[-2] == math.isqrt(h * w) and target[-1] ** 2 != h * w:
+            return None  # a view to s x s with s = int(sqrt(H*W)): the square assumption, not a block size
         for a, b in zip(target, target[1:]):
             for size in (h, w):
                 if b > 1 and target.count(b) >= 2 and size % b and a == size // b:
                     return ("divisibility", _divisibility_text(
                         b, h, w, f"a reshape into {b}x{b} blocks (view to {target})"))
     return None
-
-
 
 
 @register_hint("square-assumption")
