@@ -36,16 +36,18 @@ def extra_json(stats: Any) -> dict[str, Any]:
 
 
 def verdict_of(before: Any, after: Any, samples: Sequence[Sequence[float]], cuda: bool) -> Any:
-    """The machine's verdict over all rounds; the spread is the widest target's IQR / median."""
+    """The machine's verdict over all rounds, from the machine's readings alone.
+
+    The runs' own spread is left out here: each ratio's bootstrap interval over the same
+    rounds already carries it (a wide interval is inconclusive by itself). Judged as
+    "noisy", a sub-millisecond block whose runs spread 31% on a quiet machine made every
+    budget inconclusive (benchmarks/bench_latency_noise.py, load 0.87)."""
     import torch
 
     from yoloblocks_cli.measuring import contention
-    from yoloblocks_cli.measuring.stats import median_iqr
 
-    spreads = [iqr / med for med, iqr in (median_iqr(s) for s in samples if s) if med > 0]
     return contention.assess(before, after, threads=int(torch.get_num_threads()), cpus=contention.usable_cpus(),
-                             cuda=cuda, spread=max(spreads) if spreads else None, affinity=contention.affinity(),
-                             online=contention.online_cpus())
+                             cuda=cuda, spread=None, affinity=contention.affinity(), online=contention.online_cpus())
 
 
 def assign_ratios(results: Sequence[Any], samples: Sequence[Sequence[float]],
