@@ -197,3 +197,18 @@ def test_yolov10_topk_over_tied_scores_is_named_not_blamed_on_a_size(yb):
     r = yb("trace", "yolov10n", "--sizes", "640,640x480", "--probes", "export", "--json", timeout=3600)
     errors = [p["probes"]["export"]["error"] for p in json.loads(r.stdout)["points"]]
     assert [(e["layer"], e["module"], e["cause"]) for e in errors] == [(23, "v10Detect", "export-topk-order")] * 2
+
+
+def test_default_sweep_runs_the_exported_graph_at_every_configuration(yb_in):
+    """The two-phase sweep computes numeric probes at two configurations only; the export
+    probe still runs at every one, since a baked size shows only at the other sizes."""
+    import json
+
+    code, out, _ = yb_in("trace", "docs/examples/export_blocks.py:IntSizes", "--size", "8x20x20", "--probes",
+                         "export", "--json")
+    points = json.loads(out)["points"]
+    statuses = [p["probes"]["export"]["status"] for p in points if p["ok"] is not None or p["probes"].get("export")]
+    assert code == 1 and len(points) == 36
+    assert "skip" not in {p["probes"]["export"]["status"] for p in points if p.get("phase") == "shape"}
+    assert statuses.count("fail") >= 1 and any(p["phase"] == "shape" and p["probes"]["export"]["status"] == "fail"
+                                               for p in points)

@@ -31,6 +31,9 @@ from yoloblocks_cli.tracing.tracer import fmt_shape, shape_of
 
 SHAPE_PROBES = ("sweep", "train")  # the cells the shape phase answers
 EVAL_PROBES = ("sweep", "finite", "batch", "channels-last")  # no train step: cheap at a second configuration
+# An exported graph can bake one size in (a reshape traced to constants): the export probe runs the
+# graph on real tensors at every configuration of the sweep, the shape phase's ones included.
+EVERY_CONFIGURATION = ("export",)
 
 
 @dataclass(frozen=True)
@@ -108,10 +111,15 @@ def _run_target(target: Target, plan: SweepPlan, probes: Sequence[str], device: 
                 continue
             start = time.perf_counter()
             p = shape_point(checker, target, shape, probes, where, **kw)
+            every = [n for n in probes if n in EVERY_CONFIGURATION]
+            if every and p.ok:
+                real = guarded_point(target, shape, every, **kw)
+                p.results.update({n: r for n, r in real.results.items() if n in every})
             finish(p, time.perf_counter() - start)
     for shape in plan.numeric:
         start = time.perf_counter()
-        enabled = [n for n in probes if n in EVAL_PROBES] if shape in plan.eval_only else list(probes)
+        enabled = ([n for n in probes if n in EVAL_PROBES + EVERY_CONFIGURATION] if shape in plan.eval_only
+                   else list(probes))
         p = guarded_point(target, shape, enabled, **kw)  # input allocation and SystemExit inside the guard
         p.results = {n: p.results.get(n) or ProbeResult(n, "skip", f"numeric probe: runs at {only_full}")
                      for n in probes}
