@@ -33,7 +33,8 @@ def _check(key: str, gflops: bool) -> None:
     if "stride" in ref:
         assert list(built.stride) == ref["stride"]
     if gflops and ref.get("gflops") is not None:
-        assert round(ultralytics_gflops(built), 3) == round(ref["gflops"], 3)
+        # the reference is stored to 4 decimals: to 0.001, not by rounding twice (206.314496 vs 206.3145)
+        assert abs(ultralytics_gflops(built) - ref["gflops"]) < 1e-3
 
 
 FAST_ALL = {  # key: also compare GFLOPs (a second full pass: only for the small ones)
