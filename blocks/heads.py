@@ -142,20 +142,24 @@ class Detect(nn.Module):
                 out[key] = self._flat(branch, x)
         return out
 
-    def _predict(self, x: list[torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    def _predict(self, x: list[torch.Tensor], prefix: str, text: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         box, cls = self._branch(prefix, "cv2"), self._branch(prefix, "cv3")
         if box is None or cls is None:  # fused away
             return {}
-        preds = {"boxes": self._flat(box, x), "scores": self._flat(cls, x)}
+        preds = {"boxes": self._flat(box, x), "scores": self._scores(x, prefix, text)}
         preds.update(self._extra(x, prefix))
         preds["feats"] = x
         return preds
 
-    def forward(self, x: list[torch.Tensor]):
-        preds = self._predict(x, "")
+    def _scores(self, x: list[torch.Tensor], prefix: str, text: torch.Tensor | None) -> torch.Tensor:
+        """Class logits per anchor; the open-vocabulary heads compare against class embeddings instead."""
+        return self._flat(self._branch(prefix, "cv3"), x)
+
+    def forward(self, x: list[torch.Tensor], text: torch.Tensor | None = None):
+        preds = self._predict(x, "", text)
         if self.has_one2one and getattr(self, "one2one_cv2", None) is not None:
             xd = [xi.detach() for xi in x] if self.training else x
-            preds = {"one2many": preds, "one2one": self._predict(xd, "one2one_")}
+            preds = {"one2many": preds, "one2one": self._predict(xd, "one2one_", text)}
         if self.training:
             return preds
         chosen = preds["one2one" if self.end2end else "one2many"] if "one2one" in preds else preds

@@ -81,12 +81,12 @@ class Proto26(Proto):
         self.feat_fuse = Conv(ch[0], c_, k=3)
         self.semseg = nn.Sequential(Conv(ch[0], c_, k=3), Conv(c_, c_, k=3), nn.Conv2d(c_, nc, 1))
 
-    def forward(self, x: list[torch.Tensor]) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: list[torch.Tensor], semantic: bool = True) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         feat = x[0]
         for i, refine in enumerate(self.feat_refine):
             feat = feat + F.interpolate(refine(x[i + 1]), scale_factor=2 ** (i + 1), mode="nearest")
         p = super().forward(self.feat_fuse(feat))
-        if self.training and self.semseg is not None:
+        if self.training and semantic and self.semseg is not None:
             return p, self.semseg(feat)
         return p
 
@@ -96,6 +96,15 @@ class Proto26(Proto):
 
 
 # --- segment -----------------------------------------------------------------------------------
+
+
+def with_protos(head: nn.Module, out, proto: torch.Tensor):
+    """A segment head's result: training predictions carry the prototypes, eval returns (predictions, protos)."""
+    if head.training:
+        for part in (out.values() if "one2one" in out else [out]):
+            part["proto"] = proto
+        return out
+    return out, proto
 
 
 @register_block(SEGMENT_RULE, family="head", source=_SOURCE)
@@ -124,14 +133,7 @@ class Segment(Detect):
         return [p["mask_coefficient"]]
 
     def forward(self, x: list[torch.Tensor]):
-        out = super().forward(x)
-        proto = self._protos(x)
-        if self.training:
-            target = out.values() if "one2one" in out else [out]
-            for part in target:
-                part["proto"] = proto
-            return out
-        return out, proto
+        return with_protos(self, super().forward(x), self._protos(x))
 
 
 @register_block(SEGMENT_RULE, family="head", source=_SOURCE + " (YOLO26)")
@@ -220,6 +222,8 @@ class RealNVP(nn.Module):
 class Pose26(Pose):
     """Pose with a shared keypoint trunk (cv4) feeding keypoint (cv4_kpts) and, in training, sigma
     (cv4_sigma) convolutions, plus a RealNVP flow for the loss; offsets are not doubled."""
+
+    outside_forward = {"flow_model": "the keypoint loss (RealNVP likelihood), not in the forward pass"}
 
     def _build_kpt_branch(self, ch: list[int] | tuple) -> None:
         self.flow_model = RealNVP()

@@ -237,20 +237,26 @@ def _model_class() -> type:
         """The built graph: ``model`` is an nn.Sequential of layers that carry ``i``, ``f``,
         ``type`` and ``np`` exactly as ultralytics' layers do, run by the same loop."""
 
-        def __init__(self, layers: list, save: list[int], stride: Any, yaml: dict):
+        def __init__(self, layers: list, save: list[int], stride: Any, yaml: dict, class_embeddings: Any = None):
             super().__init__()
             self.model = nn.Sequential(*layers)
             self.save = save
             self.stride = stride
             self.yaml = yaml
             self.names = {i: f"{i}" for i in range(int(yaml.get("nc", 80) or 0))}
+            # open-vocabulary models (YOLO-World, YOLOE): placeholder class embeddings, not a parameter
+            self.register_buffer("class_embeddings", class_embeddings, persistent=False)
 
         def forward(self, x: Any) -> Any:
+            from blocks.open_vocabulary import batch_of, run_layer
+
+            text = None if self.class_embeddings is None else batch_of(self.class_embeddings.to(x.dtype), x)
+            original = text
             y: list = []
             for m in self.model:
                 if m.f != -1:
                     x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
-                x = m(x)
+                x, text = run_layer(m, x, text, original)
                 y.append(x if m.i in self.save else None)
             return x
 
@@ -474,6 +480,7 @@ def build_model(path_or_name: str | Path, scale: str | None = None, plugins: Seq
 
     import blocks  # noqa: F401  (registers the library)
     from blocks.conventions import LayerContext
+    from blocks.open_vocabulary import placeholder_embeddings, run_layer
     from yoloblocks_cli.loading import limits
     from yoloblocks_cli.loading.dialects import detect_dialect, get_dialect
 
@@ -544,6 +551,8 @@ def build_model(path_or_name: str | Path, scale: str | None = None, plugins: Seq
     outs: list[Any] = []
     x = torch.zeros(1, ch0, probe, probe)
     stride = None
+    text = None  # class embeddings of an open-vocabulary model, once its first text layer is built
+    text_layers: list[Any] = []
 
     with default_activation(act_module, dia.fact("activation_also")), torch.no_grad():
         for i, (row, line) in enumerate(doc.rows):
@@ -599,8 +608,11 @@ def build_model(path_or_name: str | Path, scale: str | None = None, plugins: Seq
             is_head = isinstance(getattr(m_, "stride", None), torch.Tensor)
             if is_head:
                 m_.training = True  # the head alone: raw per-level maps, as ultralytics' stride pass
+            if getattr(m_, "text_role", None):
+                text_layers.append(m_)
+                text = placeholder_embeddings(text_layers, nc_val) if text is None else text
             try:
-                x = m_(inp)
+                x, text = run_layer(m_, inp, text, placeholder_embeddings(text_layers, nc_val) if text_layers else None)
             except Exception as exc:  # noqa: BLE001 - a layer that cannot run on its inputs is a YAML error
                 msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 raise UsageError(f"{loc}: fails on its input {_shapes(inp)}: {exc.__class__.__name__}: {msg}"
@@ -626,7 +638,8 @@ def build_model(path_or_name: str | Path, scale: str | None = None, plugins: Seq
     if not layers:
         raise UsageError(f"{path}: the model has no layers")
     del outs
-    model = _model_class()(layers, sorted(save), stride if stride is not None else torch.tensor([32.0]), d)
+    prompts = placeholder_embeddings(text_layers, nc_val) if text_layers else None
+    model = _model_class()(layers, sorted(save), stride if stride is not None else torch.tensor([32.0]), d, prompts)
     _initialize(model)
     model.eval()
     name = req_stem.replace("yolo", "YOLO") if req_stem else "Model"
@@ -634,6 +647,8 @@ def build_model(path_or_name: str | Path, scale: str | None = None, plugins: Seq
 
     uses = [plugin_use(n, c) for n, c in resolver.used.items()]
     print_notes(uses)
+    if prompts is not None:
+        _note_placeholder(name, text_layers, prompts)
     return BuiltModel(model, infos, tuple(float(s) for s in model.stride), path, used_scale, dia.name, name, d, ch0,
                       plugins=uses)
 
@@ -666,6 +681,18 @@ def _construct(cls: type, args: list, kwargs: dict, repeats: int, loc: str, disp
     if not isinstance(mods[0], nn.Module):
         raise UsageError(f"{loc}: {display} is not a torch.nn.Module")
     return nn.Sequential(*mods) if repeats > 1 else mods[0]
+
+
+def _note_placeholder(name: str, text_layers: list, prompts: Any) -> None:
+    """Say once that the class scores of an open-vocabulary model come from stand-in embeddings."""
+    from yoloblocks_cli.reporting.report import console
+
+    kinds = sorted({type(m).__name__ for m in text_layers})
+    _, k, d = prompts.shape
+    fill = "zeros" if not bool(prompts.any()) else "seeded random"
+    console(stderr=True).print(
+        f"note: {name}: class embeddings for {', '.join(kinds)} are a {k} x {d} placeholder ({fill}), "
+        "no CLIP model: counts and shapes exact, class scores not")
 
 
 def _initialize(model: Any) -> None:

@@ -568,6 +568,25 @@ def probe_train(run: ProbeRun) -> ProbeResult:
     return ProbeResult("train", "pass", "forward+backward")
 
 
+def _used_outside_forward(module, missing: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Split off parameters of submodules a block declares in ``outside_forward`` (name -> where it is used:
+    a loss, a prompting path); the forward pass cannot reach them, which is their design, not a bug."""
+    declared = {}
+    for name, m in module.named_modules():
+        for sub, why in (getattr(m, "outside_forward", None) or {}).items():
+            declared[f"{name}.{sub}" if name else sub] = why
+    if not declared:
+        return missing, {}
+    rest, hit = [], {}
+    for p in missing:
+        owner = next((d for d in declared if p.startswith(d + ".")), None)
+        if owner is None:
+            rest.append(p)
+        else:
+            hit[owner] = declared[owner]
+    return rest, hit
+
+
 @register_probe("grads", "every trainable parameter receives a gradient (DDP rejects unused ones)")
 def probe_grads(run: ProbeRun) -> ProbeResult:
     r, missing = run.train()
@@ -577,7 +596,11 @@ def probe_grads(run: ProbeRun) -> ProbeResult:
         reached = run.cache.get("input_grad")
         return ProbeResult("grads", "pass" if reached else "fail", "no parameters; the gradient reaches the input"
                            if reached else "no parameters and no gradient reaches the input")
+    missing, elsewhere = _used_outside_forward(run.module, missing)
     if not missing:
+        if elsewhere:
+            return ProbeResult("grads", "pass", "all parameters the forward pass uses get a gradient; "
+                               + "; ".join(f"{name}: {why}" for name, why in elsewhere.items()))
         return ProbeResult("grads", "pass", "all parameters get a gradient")
     owner_path = missing[0].rpartition(".")[0]
     owner = run.module.get_submodule(owner_path) if owner_path else run.module
