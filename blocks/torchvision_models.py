@@ -174,7 +174,8 @@ TORCHVISION_RULE = register_convention(Convention(
 ))
 
 
-@register_block(TORCHVISION_RULE, source=_SOURCE)
+# family "utility": an RGB image in, so it is not measured or probed standalone at a reference width
+@register_block(TORCHVISION_RULE, family="utility", source=_SOURCE)
 class TorchVision(nn.Module):
     """A torchvision model (its layers unwrapped, the last ``truncate`` dropped); the ResNets build without it.
 
