@@ -26,3 +26,4 @@ from blocks import task_heads  # noqa: F401,E402
 from blocks import area_attention  # noqa: F401,E402
 from blocks import rtdetr  # noqa: F401,E402
 from blocks import open_vocabulary  # noqa: F401,E402
+from blocks import torchvision_models  # noqa: F401,E402

@@ -56,6 +56,8 @@ def yaml_args(info: Any, c1: int = REFERENCE_CHANNELS) -> list:
         args = args[1:]
     elif conv == "c1_c2_n":
         args = args[1:]
+    elif conv == "torchvision":
+        args = [512, *args]  # the output width leads, as written: resnet18 truncated by 2 gives 512
     return args
 
 

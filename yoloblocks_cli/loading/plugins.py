@@ -106,15 +106,17 @@ def block_origin(spec: Any) -> dict[str, Any]:
     return {**use.as_json(), "origin": spec.origin}
 
 
-def print_notes(uses: Iterable[PluginUse]) -> None:
-    """One stderr line per plugin class that shadows a registered block (stdout stays clean for --json)."""
-    shadowing = [u for u in uses if u.shadows]
-    if not shadowing:
+def print_notes(uses: Iterable[PluginUse], remarks: Iterable[str] = ()) -> None:
+    """One stderr line per plugin class that shadows a registered block, then one per block remark
+    (a built module's ``yb_note``: TorchVision's weights requested but not loaded); stdout stays
+    clean for --json."""
+    lines = [u.note() for u in uses if u.shadows] + list(remarks)
+    if not lines:
         return
     from rich.markup import escape
 
     from yoloblocks_cli.reporting.report import console
 
     err = console(stderr=True)
-    for u in shadowing:
-        err.print(f"note: {escape(u.note())}")
+    for line in lines:
+        err.print(f"note: {escape(line)}")

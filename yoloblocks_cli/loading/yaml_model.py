@@ -646,7 +646,7 @@ def build_model(path_or_name: str | Path, scale: str | None = None, plugins: Seq
     from yoloblocks_cli.loading.plugins import plugin_use, print_notes
 
     uses = [plugin_use(n, c) for n, c in resolver.used.items()]
-    print_notes(uses)
+    print_notes(uses, [m.yb_note for m in model.modules() if getattr(m, "yb_note", None)])
     if prompts is not None:
         _note_placeholder(name, text_layers, prompts)
     return BuiltModel(model, infos, tuple(float(s) for s in model.stride), path, used_scale, dia.name, name, d, ch0,
