@@ -361,6 +361,8 @@ class RTDETRDecoder(nn.Module):
     The denoising embedding (``denoising_class_embed``) is counted but only used in training with labels.
     """
 
+    outside_forward = {"denoising_class_embed": "denoising queries built from ground-truth labels in training"}
+
     def __init__(self, nc: int = 80, ch: list[int] | tuple = (512, 1024, 2048), hd: int = 256, nq: int = 300,
                  ndp: int = 4, nh: int = 8, ndl: int = 6, d_ffn: int = 1024, dropout: float = 0.0,
                  act: nn.Module | None = None, eval_idx: int = -1, nd: int = 100, label_noise_ratio: float = 0.5,

@@ -255,6 +255,22 @@ def test_softmax_without_dim_is_named_at_its_line_with_the_warning():
     assert w["message"].startswith("Implicit dimension choice for softmax has been deprecated")
 
 
+def test_top_k_over_ties_is_not_a_batch_leak():
+    """A selection whose scores agree but whose order flips under batched rounding: the batched run is
+    given the sample's own choice and nothing else differs, so the probe passes and says why."""
+    code, rep = trace("QuerySelect", "--sizes", "2x8x6x6", "--probes", "sweep,batch")
+    batch = rep["points"][0]["probes"]["batch"]
+    assert code == 0 and batch["status"] == "pass"
+    assert batch["detail"].startswith("samples independent: sample 0 equals its run alone once it makes the same "
+                                      f"topk() choice at {REL}:{case_line('topk-ties')} (1 selection(s)")
+
+
+def test_a_real_leak_after_a_replayed_choice_is_still_found():
+    code, rep = trace("QuerySelectThenBatchMean", "--sizes", "2x8x6x6", "--probes", "sweep,batch")
+    err = first_error(rep)
+    assert code == 1 and (err["type"], err["file"], err["line"]) == ("BatchDependence", REL, case_line("batch-mean"))
+
+
 # 5. parameter-free blocks -----------------------------------------------------------------------------
 
 

@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 _IMPLICIT_DIM = frozenset({"softmax", "log_softmax", "softmin"})
+# ops that choose (indices, sorted order): near-equal scores may be chosen differently when batched
+# kernels round differently, which is not a leak between samples
+_SELECTION = frozenset({"topk", "sort", "argsort", "argmax", "argmin", "kthvalue", "max", "min", "mode", "median"})
 
 
 @dataclass(frozen=True)
@@ -57,52 +60,105 @@ def _op_name(func: Any) -> str:
     return name.strip("_") or str(func)
 
 
+@dataclass(frozen=True)
+class ReplayedChoice:
+    """No op mixes samples once the batched run is given sample i's own choices at ``count`` selections;
+    the first was ``op`` at file:line (near-equal scores, ordered differently under batched rounding)."""
+
+    op: str
+    file: str | None
+    line: int | None
+    count: int
+
+    def message(self, i: int) -> str:
+        where = f" at {self.file}:{self.line}" if self.file else ""
+        return (f"samples independent: sample {i} equals its run alone once it makes the same {self.op}() choice"
+                f"{where} ({self.count} selection(s) over near-equal scores reorder under batched float rounding)")
+
+
 def _tensors(value: Any) -> list[Any]:
     from yoloblocks_cli.tracing.tracer import flatten_tensors
 
     return [t for t in flatten_tensors(value) if t.is_floating_point()]
 
 
+def _choices(name: str, value: Any) -> list[Any]:
+    """The integer outputs of a selection op (its indices)."""
+    if name not in _SELECTION:
+        return []
+    from yoloblocks_cli.tracing.tracer import flatten_tensors
+
+    return [t for t in flatten_tensors(value) if not t.is_floating_point() and t.dim() > 0]
+
+
+def _with_choice(value: Any, alone: list[Any], i: int, b: int) -> Any:
+    """``value`` (a tensor or a (values, indices) tuple) with sample i's slice replaced by its run alone's."""
+    import torch
+
+    parts = list(value) if isinstance(value, tuple) else [value]
+    fixed = []
+    for t, a in zip(parts, alone):
+        n = a.shape[0]
+        if isinstance(t, torch.Tensor) and t.dim() and t.shape[0] == b * n and tuple(t.shape[1:]) == tuple(a.shape[1:]):
+            t = t.clone()
+            t[i * n:(i + 1) * n] = a.to(t.dtype)
+        fixed.append(t)
+    return type(value)(fixed) if isinstance(value, tuple) else fixed[0]
+
+
 class _Stop(Exception):
     """Ends the batched run at the first differing op."""
 
 
-def first_mixing_op(module: Any, x: Any, i: int, rtol: float, atol_rel: float) -> MixingSite | None:
-    """Run sample ``i`` alone, then the batch ``x``, op by op; the first op that differs."""
+def first_mixing_op(module: Any, x: Any, i: int, rtol: float,
+                    atol_rel: float) -> MixingSite | ReplayedChoice | None:
+    """Run sample ``i`` alone, then the batch ``x``, op by op; the first op that differs.
+
+    A selection op (topk, sort, argmax...) whose scores agree but whose choice differs is given sample
+    i's own choice and the comparison goes on; when nothing else differs the answer is
+    :class:`ReplayedChoice`, not a mixing site."""
     import torch
     from torch.overrides import TorchFunctionMode
 
     b = int(x.shape[0])
-    alone: list[tuple[str, list[Any]]] = []
+    alone: list[tuple[str, list[Any], list[Any], Any]] = []
 
     class Record(TorchFunctionMode):
         def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
             out = func(*args, **(kwargs or {}))
-            ts = _tensors(out)
-            if ts:
-                alone.append((_op_name(func), [t.detach().double().clone() for t in ts]))
+            name = _op_name(func)
+            ts, cs = _tensors(out), _choices(name, out)
+            if ts or cs:
+                parts = [t.detach().clone() for t in (out if isinstance(out, tuple) else (out,))
+                         if isinstance(t, torch.Tensor)] if cs else []
+                alone.append((name, [t.detach().double().clone() for t in ts], [c.clone() for c in cs], parts))
             return out
 
     found: list[MixingSite] = []
+    replayed: list[tuple[str, str | None, int | None]] = []
     step = [0]
 
     class Compare(TorchFunctionMode):
         def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
             kwargs = kwargs or {}
             out = func(*args, **kwargs)
-            ts = _tensors(out)
-            if not ts:
+            name = _op_name(func)
+            ts, cs = _tensors(out), _choices(name, out)
+            if not ts and not cs:
                 return out
             k = step[0]
             step[0] += 1
-            if k >= len(alone) or alone[k][0] != _op_name(func):
+            if k >= len(alone) or alone[k][0] != name:
                 raise _Stop  # the two runs took different paths: no op-level answer
-            if any(_differs(tb, ta, i, b, rtol, atol_rel) for tb, ta in zip(ts, alone[k][1])):
-                name = _op_name(func)
+            _, floats, choices, parts = alone[k]
+            if any(_differs(tb, ta, i, b, rtol, atol_rel) for tb, ta in zip(ts, floats)):
                 implicit = name in _IMPLICIT_DIM and kwargs.get("dim") is None and len(args) < 2
                 file, line = _user_site()
                 found.append(MixingSite(name, file, line, implicit))
                 raise _Stop
+            if any(_chose_otherwise(cb, ca, i, b) for cb, ca in zip(cs, choices)):
+                replayed.append((name, *_user_site()))
+                return _with_choice(out, parts, i, b)
             return out
 
     with torch.no_grad():
@@ -116,7 +172,19 @@ def first_mixing_op(module: Any, x: Any, i: int, rtol: float, atol_rel: float) -
             pass
         except Exception:  # noqa: BLE001 - locating is best effort; the probe's verdict stands
             return None
-    return found[0] if found else None
+    if found:
+        return found[0]
+    if replayed:
+        op, file, line = replayed[0]
+        return ReplayedChoice(op, file, line, len(replayed))
+    return None
+
+
+def _chose_otherwise(cb: Any, ca: Any, i: int, b: int) -> bool:
+    n = ca.shape[0]
+    if cb.dim() == 0 or cb.shape[0] != b * n or tuple(cb.shape[1:]) != tuple(ca.shape[1:]):
+        return False
+    return not bool((cb[i * n:(i + 1) * n] == ca).all())
 
 
 def _differs(tb: Any, ta: Any, i: int, b: int, rtol: float, atol_rel: float) -> bool:
@@ -136,11 +204,22 @@ def _differs(tb: Any, ta: Any, i: int, b: int, rtol: float, atol_rel: float) -> 
     return float(diff.max()) > atol_rel * max(1.0, scale) + rtol * scale
 
 
+def explain(run: Any, i: int) -> MixingSite | ReplayedChoice | None:
+    """Why sample ``i`` batched differs from sample ``i`` alone (see :func:`first_mixing_op`)."""
+    rtol, atol_rel = run.tolerance()
+    return first_mixing_op(run.module, run.x, i, rtol, atol_rel)
+
+
 def locate_mixing(run: Any, i: int, failure: Any) -> None:
     """Point a batch-dependence ``failure`` at the op that mixes samples, when one is found."""
-    rtol, atol_rel = run.tolerance()
-    site = first_mixing_op(run.module, run.x, i, rtol, atol_rel)
-    if site is None or site.file is None:
+    site = explain(run, i)
+    if isinstance(site, MixingSite):
+        point_at(run, failure, site)
+
+
+def point_at(run: Any, failure: Any, site: MixingSite) -> None:
+    """Name the op's file:line, hint and module in ``failure``."""
+    if site.file is None:
         return
     failure.file, failure.line = site.file, site.line
     failure.hint = site.hint()

@@ -450,6 +450,11 @@ def probe_batch(run: ProbeRun) -> ProbeResult:
         diff, scale = _max_diff(batched, alone, i, b)
         atol = atol_rel * max(1.0, scale)
         if diff is None or diff > atol + rtol * scale:
+            from yoloblocks_cli.tracing.mixing import MixingSite, ReplayedChoice, explain, locate_mixing, point_at
+
+            why = explain(run, i) if diff is not None else None
+            if isinstance(why, ReplayedChoice):
+                return ProbeResult("batch", "pass", why.message(i))
             where = _first_divergence(run, i) or Failure(type="", message="")
             what = ("output structure differs" if diff is None else
                     f"max abs diff {diff:.3g} > tolerance {atol + rtol * scale:.3g}")
@@ -459,9 +464,10 @@ def probe_batch(run: ProbeRun) -> ProbeResult:
             where.cause = "batch-mixing"
             where.hint = ("batch mixing: a reshape or reduction folds the batch axis into tokens (e.g. view(-1, C) "
                           "then softmax/mean over dim 0); keep B as its own axis")
-            from yoloblocks_cli.tracing.mixing import locate_mixing
-
-            locate_mixing(run, i, where)  # the op (file:line) whose output mixes samples
+            if isinstance(why, MixingSite):  # the op (file:line) whose output mixes samples
+                point_at(run, where, why)
+            elif diff is None:
+                locate_mixing(run, i, where)
             return ProbeResult("batch", "fail", where.message, where)
     return ProbeResult("batch", "pass", f"{b} samples independent")
 
