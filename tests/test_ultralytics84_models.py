@@ -116,3 +116,17 @@ def test_every_fused_reference_case(key: str):
     fuse_built(built)
     assert (built.params, built.gradients, built.n_layers) == (ref["params"], ref["gradients"], ref["layers"])
     assert ultralytics_gflops(built) == pytest.approx(ref["gflops"], abs=1e-3)
+
+
+def _dims(v):
+    return [_dims(t) for t in v] if isinstance(v, (list, tuple)) else list(v.shape)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", sorted(k for k, v in REFERENCE.items() if "export_output" in v))
+def test_every_output_structure(key: str):
+    """Eval output at 1x C x 640 x 640 equals ultralytics' export-mode output (its first element otherwise)."""
+    built = _build(key)
+    with torch.no_grad():
+        y = built.model(torch.zeros(1, built.channels, 640, 640))
+    assert _dims(y) == REFERENCE[key]["export_output"]

@@ -265,6 +265,15 @@ def test_top_k_over_ties_is_not_a_batch_leak():
                                       f"topk() choice at {REL}:{case_line('topk-ties')} (1 selection(s)")
 
 
+def test_top_k_over_ties_is_not_a_layout_bug():
+    code, rep = trace("QuerySelectLayout", "--sizes", "1x8x6x6", "--probes", "sweep,channels-last")
+    probe = rep["points"][0]["probes"]["channels-last"]
+    assert code == 0 and probe["status"] == "pass"
+    assert probe["detail"] == ("same output once the channels_last run makes the same topk() choice at "
+                               f"{REL}:{case_line('topk-layout')} (1 selection(s) over near-equal scores reorder "
+                               "under the other kernels' rounding)")
+
+
 def test_a_real_leak_after_a_replayed_choice_is_still_found():
     code, rep = trace("QuerySelectThenBatchMean", "--sizes", "2x8x6x6", "--probes", "sweep,batch")
     err = first_error(rep)

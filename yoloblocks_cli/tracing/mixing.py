@@ -71,9 +71,16 @@ class ReplayedChoice:
     count: int
 
     def message(self, i: int) -> str:
-        where = f" at {self.file}:{self.line}" if self.file else ""
         return (f"samples independent: sample {i} equals its run alone once it makes the same {self.op}() choice"
-                f"{where} ({self.count} selection(s) over near-equal scores reorder under batched float rounding)")
+                f"{self._where()} ({self.count} selection(s) over near-equal scores reorder under batched "
+                "float rounding)")
+
+    def layout_message(self) -> str:
+        return (f"same output once the channels_last run makes the same {self.op}() choice{self._where()} "
+                f"({self.count} selection(s) over near-equal scores reorder under the other kernels' rounding)")
+
+    def _where(self) -> str:
+        return f" at {self.file}:{self.line}" if self.file else ""
 
 
 def _tensors(value: Any) -> list[Any]:
@@ -117,10 +124,16 @@ def first_mixing_op(module: Any, x: Any, i: int, rtol: float,
     A selection op (topk, sort, argmax...) whose scores agree but whose choice differs is given sample
     i's own choice and the comparison goes on; when nothing else differs the answer is
     :class:`ReplayedChoice`, not a mixing site."""
+    return first_divergent_op(module, x[i:i + 1], x, i, int(x.shape[0]), rtol, atol_rel)
+
+
+def first_divergent_op(module: Any, single: Any, x: Any, i: int, b: int, rtol: float,
+                       atol_rel: float) -> MixingSite | ReplayedChoice | None:
+    """Record ``module(single)``, then run ``module(x)`` op by op comparing slice ``i`` of ``b`` with the
+    record (b = 1: the whole output, e.g. the same input in another memory format)."""
     import torch
     from torch.overrides import TorchFunctionMode
 
-    b = int(x.shape[0])
     alone: list[tuple[str, list[Any], list[Any], Any]] = []
 
     class Record(TorchFunctionMode):
@@ -163,7 +176,6 @@ def first_mixing_op(module: Any, x: Any, i: int, rtol: float,
 
     with torch.no_grad():
         try:
-            single = x[i:i + 1]
             with Record():
                 module(single)
             with Compare():

@@ -550,6 +550,11 @@ def probe_channels_last(run: ProbeRun) -> ProbeResult:
         scale = float(finite.abs().max()) if finite.numel() else 0.0
         close = torch.allclose(a.double(), b.double(), rtol=rtol, atol=atol_rel * max(1.0, scale), equal_nan=True)
         if a.numel() and not close:
+            from yoloblocks_cli.tracing.mixing import ReplayedChoice, first_divergent_op
+
+            why = first_divergent_op(run.module, run.x, x_cl, 0, 1, rtol, atol_rel)
+            if isinstance(why, ReplayedChoice):
+                return ProbeResult("channels-last", "pass", why.layout_message())
             f = Failure(type="ChannelsLastMismatch", message="output differs with channels_last input",
                         cause="layout", hint="layout dependence: the block reads memory as if it were NCHW-contiguous")
             return ProbeResult("channels-last", "fail", f.message, f)
