@@ -1,7 +1,8 @@
 """Merge the per-repository measurements into tests/fixtures/repo_yamls_reference.json.
 
-usage: python benchmarks/repo_reference/assemble.py OUT_DIR_OF_measure.py [...JSON files]
+usage: python benchmarks/repo_reference/assemble.py MEASURED.json [...] [--fused FUSED.json ...]
 Keys become the shipped short names (``yolov7_repo/deploy/yolov7``); see the fixture's ``_about``.
+``--fused``: JSONs of ``measure_fused.py`` (the repository's own ``model.fuse()``), stored as ``fused``.
 """
 
 from __future__ import annotations
@@ -42,10 +43,15 @@ def shipped_name(key: str) -> tuple[str, str]:
     raise KeyError(key)
 
 
-def main(paths: list[str]) -> None:
+def main(argv: list[str]) -> None:
+    split = argv.index("--fused") if "--fused" in argv else len(argv)
+    paths, fused_paths = argv[:split], argv[split + 1:]
     merged: dict[str, dict] = {}
     for p in paths:
         merged.update(json.loads(Path(p).read_text()))
+    fused: dict[str, dict] = {}
+    for p in fused_paths:
+        fused.update({k: v for k, v in json.loads(Path(p).read_text()).items() if "error" not in v})
     models = {}
     for key, r in sorted(merged.items()):
         if "error" in r:
@@ -53,6 +59,9 @@ def main(paths: list[str]) -> None:
         name, source = shipped_name(key)
         models[name] = {"source": source, **{k: r[k] for k in ("params", "gradients", "modules", "gflops",
                                                               "gflops_error", "stride", "layer_params") if k in r}}
+        if key in fused:
+            models[name]["fused"] = {k: fused[key][k] for k in ("params", "gradients", "modules", "gflops",
+                                                                "gflops_error") if k in fused[key]}
     FIXTURE.write_text(json.dumps({"_about": ABOUT, "models": dict(sorted(models.items()))}, indent=1) + "\n")
     print(f"{len(models)} models -> {FIXTURE.relative_to(ROOT)}")
 
