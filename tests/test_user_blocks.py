@@ -274,6 +274,17 @@ def test_top_k_over_ties_is_not_a_layout_bug():
                                "under the other kernels' rounding)")
 
 
+def test_locating_stops_recording_at_its_memory_budget(monkeypatch):
+    """Locating keeps every op's output of one run; past the budget there is no op-level answer (a model at
+    640 would otherwise hold gigabytes), and the failure keeps its module-level location."""
+    from yoloblocks_cli.tracing import mixing
+
+    monkeypatch.setattr(mixing, "RECORD_BUDGET_BYTES", 0)
+    code, rep = trace("GatherDistribute", "--sizes", "2x16x6x6", "--probes", "sweep,batch")
+    err = first_error(rep)
+    assert code == 1 and err["type"] == "BatchDependence" and err["line"] != case_line("softmax-no-dim")
+
+
 def test_a_real_leak_after_a_replayed_choice_is_still_found():
     code, rep = trace("QuerySelectThenBatchMean", "--sizes", "2x8x6x6", "--probes", "sweep,batch")
     err = first_error(rep)

@@ -23,6 +23,9 @@ _IMPLICIT_DIM = frozenset({"softmax", "log_softmax", "softmin"})
 # ops that choose (indices, sorted order): near-equal scores may be chosen differently when batched
 # kernels round differently, which is not a leak between samples
 _SELECTION = frozenset({"topk", "sort", "argsort", "argmax", "argmin", "kthvalue", "max", "min", "mode", "median"})
+# locating records every op's output of one run: a model at 640 would keep gigabytes, so recording stops
+# here and ops past it get no op-level answer (the probe's verdict stands)
+RECORD_BUDGET_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,68 @@ class _Stop(Exception):
     """Ends the batched run at the first differing op."""
 
 
+def replay_selections(module: Any, single: Any, x: Any, i: int, b: int, rtol: float, atol_rel: float,
+                      same: Any) -> ReplayedChoice | None:
+    """Is the difference only selections over near-equal scores? Record the selection ops of
+    ``module(single)`` (their outputs only: small), run ``module(x)`` handing slice ``i`` of each
+    selection whose scores agree the recorded choice, and ask ``same(output, single_output)``.
+
+    None when no choice differed, a selection's scores differ (a real difference before it), the runs
+    take different paths, or the outputs still differ."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    alone: list[tuple[str, list[Any], list[Any], list[Any]]] = []
+
+    class Record(TorchFunctionMode):
+        def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+            out = func(*args, **(kwargs or {}))
+            name = _op_name(func)
+            cs = _choices(name, out)
+            if cs:
+                parts = [t.detach().clone() for t in (out if isinstance(out, tuple) else (out,))
+                         if isinstance(t, torch.Tensor)]
+                alone.append((name, [t.detach().clone() for t in _tensors(out)], [c.clone() for c in cs], parts))
+            return out
+
+    replayed: list[tuple[str, str | None, int | None]] = []
+    step = [0]
+
+    class Replay(TorchFunctionMode):
+        def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+            out = func(*args, **(kwargs or {}))
+            name = _op_name(func)
+            cs = _choices(name, out)
+            if not cs:
+                return out
+            k = step[0]
+            step[0] += 1
+            if k >= len(alone) or alone[k][0] != name:
+                raise _Stop
+            _, floats, choices, parts = alone[k]
+            if any(_differs(tb, ta.double(), i, b, rtol, atol_rel) for tb, ta in zip(_tensors(out), floats)):
+                raise _Stop
+            if any(_chose_otherwise(cb, ca, i, b) for cb, ca in zip(cs, choices)):
+                replayed.append((name, *_user_site()))
+                return _with_choice(out, parts, i, b)
+            return out
+
+    with torch.no_grad():
+        try:
+            with Record():
+                reference = module(single)
+            with Replay():
+                output = module(x)
+        except _Stop:
+            return None
+        except Exception:  # noqa: BLE001 - best effort: the probe's verdict stands
+            return None
+    if not replayed or not same(output, reference):
+        return None
+    op, file, line = replayed[0]
+    return ReplayedChoice(op, file, line, len(replayed))
+
+
 def first_mixing_op(module: Any, x: Any, i: int, rtol: float,
                     atol_rel: float) -> MixingSite | ReplayedChoice | None:
     """Run sample ``i`` alone, then the batch ``x``, op by op; the first op that differs.
@@ -135,16 +200,19 @@ def first_divergent_op(module: Any, single: Any, x: Any, i: int, b: int, rtol: f
     from torch.overrides import TorchFunctionMode
 
     alone: list[tuple[str, list[Any], list[Any], Any]] = []
+    recorded = [0]
 
     class Record(TorchFunctionMode):
         def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
             out = func(*args, **(kwargs or {}))
             name = _op_name(func)
             ts, cs = _tensors(out), _choices(name, out)
-            if ts or cs:
+            if (ts or cs) and recorded[0] <= RECORD_BUDGET_BYTES:
                 parts = [t.detach().clone() for t in (out if isinstance(out, tuple) else (out,))
                          if isinstance(t, torch.Tensor)] if cs else []
-                alone.append((name, [t.detach().double().clone() for t in ts], [c.clone() for c in cs], parts))
+                kept = [t.detach().clone() for t in ts]
+                recorded[0] += sum(t.numel() * t.element_size() for t in kept)
+                alone.append((name, kept, [c.clone() for c in cs], parts))
             return out
 
     found: list[MixingSite] = []
@@ -162,7 +230,7 @@ def first_divergent_op(module: Any, single: Any, x: Any, i: int, b: int, rtol: f
             k = step[0]
             step[0] += 1
             if k >= len(alone) or alone[k][0] != name:
-                raise _Stop  # the two runs took different paths: no op-level answer
+                raise _Stop  # different paths, or past the recording budget: no op-level answer
             _, floats, choices, parts = alone[k]
             if any(_differs(tb, ta, i, b, rtol, atol_rel) for tb, ta in zip(ts, floats)):
                 implicit = name in _IMPLICIT_DIM and kwargs.get("dim") is None and len(args) < 2

@@ -450,11 +450,17 @@ def probe_batch(run: ProbeRun) -> ProbeResult:
         diff, scale = _max_diff(batched, alone, i, b)
         atol = atol_rel * max(1.0, scale)
         if diff is None or diff > atol + rtol * scale:
-            from yoloblocks_cli.tracing.mixing import MixingSite, ReplayedChoice, explain, locate_mixing, point_at
+            from yoloblocks_cli.tracing.mixing import MixingSite, explain, locate_mixing, point_at, replay_selections
 
+            def same(got: Any, ref: Any, i: int = i) -> bool:
+                d, s = _max_diff(flatten_tensors(got), flatten_tensors(ref), i, b)
+                return d is not None and d <= atol_rel * max(1.0, s) + rtol * s
+
+            if diff is not None:
+                ties = replay_selections(run.module, run.x[i:i + 1], run.x, i, b, rtol, atol_rel, same)
+                if ties is not None:
+                    return ProbeResult("batch", "pass", ties.message(i))
             why = explain(run, i) if diff is not None else None
-            if isinstance(why, ReplayedChoice):
-                return ProbeResult("batch", "pass", why.message(i))
             where = _first_divergence(run, i) or Failure(type="", message="")
             what = ("output structure differs" if diff is None else
                     f"max abs diff {diff:.3g} > tolerance {atol + rtol * scale:.3g}")
@@ -550,15 +556,33 @@ def probe_channels_last(run: ProbeRun) -> ProbeResult:
         scale = float(finite.abs().max()) if finite.numel() else 0.0
         close = torch.allclose(a.double(), b.double(), rtol=rtol, atol=atol_rel * max(1.0, scale), equal_nan=True)
         if a.numel() and not close:
-            from yoloblocks_cli.tracing.mixing import ReplayedChoice, first_divergent_op
+            from yoloblocks_cli.tracing.mixing import replay_selections
 
-            why = first_divergent_op(run.module, run.x, x_cl, 0, 1, rtol, atol_rel)
-            if isinstance(why, ReplayedChoice):
-                return ProbeResult("channels-last", "pass", why.layout_message())
+            def same(got: Any, ref: Any) -> bool:
+                return _all_close(torch, flatten_tensors(ref), flatten_tensors(got), rtol, atol_rel)
+
+            ties = replay_selections(run.module, run.x, x_cl, 0, 1, rtol, atol_rel, same)
+            if ties is not None:
+                return ProbeResult("channels-last", "pass", ties.layout_message())
             f = Failure(type="ChannelsLastMismatch", message="output differs with channels_last input",
                         cause="layout", hint="layout dependence: the block reads memory as if it were NCHW-contiguous")
             return ProbeResult("channels-last", "fail", f.message, f)
     return ProbeResult("channels-last", "pass", "same output")
+
+
+def _all_close(torch: Any, ref: list, got: list, rtol: float, atol_rel: float) -> bool:
+    """Every output tensor equal in shape and allclose (the channels-last probe's rule)."""
+    if len(ref) != len(got):
+        return False
+    for a, b in zip(ref, got):
+        if a.shape != b.shape:
+            return False
+        finite = a.double()[torch.isfinite(a.double())]
+        scale = float(finite.abs().max()) if finite.numel() else 0.0
+        if a.numel() and not torch.allclose(a.double(), b.double(), rtol=rtol, atol=atol_rel * max(1.0, scale),
+                                            equal_nan=True):
+            return False
+    return True
 
 
 @register_probe("train", "train-mode forward + backward runs (batch >= 2)")
