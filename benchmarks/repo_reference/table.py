@@ -33,8 +33,11 @@ def measure_fused(key: str) -> dict:
 
     built = build_model(key)
     fuse_built(built)
-    return {"params": built.params, "gradients": built.gradients, "modules": built.n_layers,
-            "gflops": round(ultralytics_gflops(built), 6)}
+    try:
+        gflops = round(ultralytics_gflops(built), 6)
+    except Exception:  # noqa: BLE001 - thop raises on ReOrg models, inside the repositories too
+        gflops = None
+    return {"params": built.params, "gradients": built.gradients, "modules": built.n_layers, "gflops": gflops}
 
 
 def measure(key: str) -> dict:
