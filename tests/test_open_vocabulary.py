@@ -44,7 +44,7 @@ def test_world_rows_follow_ultralytics_rules():
 def test_placeholder_embeddings_are_a_buffer_not_a_parameter(capsys):
     built = build_model("yoloe-11n")
     err = capsys.readouterr().err
-    assert "class embeddings for YOLOEDetect are a 80 x 512 placeholder (zeros), no CLIP model" in err
+    assert "note: YOLOe-11n: 1 layer read class embeddings: placeholder 80 x 512 (zeros), no CLIP model" in err
     model = built.model
     assert tuple(model.class_embeddings.shape) == (1, 80, 512) and not model.class_embeddings.any()
     assert "class_embeddings" not in model.state_dict()

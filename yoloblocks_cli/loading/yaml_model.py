@@ -687,12 +687,11 @@ def _note_placeholder(name: str, text_layers: list, prompts: Any) -> None:
     """Say once that the class scores of an open-vocabulary model come from stand-in embeddings."""
     from yoloblocks_cli.reporting.report import console
 
-    kinds = sorted({type(m).__name__ for m in text_layers})
     _, k, d = prompts.shape
     fill = "zeros" if not bool(prompts.any()) else "seeded random"
     console(stderr=True).print(
-        f"note: {name}: class embeddings for {', '.join(kinds)} are a {k} x {d} placeholder ({fill}), "
-        "no CLIP model: counts and shapes exact, class scores not")
+        f"note: {name}: {len(text_layers)} layer{'s' if len(text_layers) != 1 else ''} read class embeddings: "
+        f"placeholder {k} x {d} ({fill}), no CLIP model; counts exact, class scores not")
 
 
 def _initialize(model: Any) -> None:
