@@ -439,3 +439,4 @@ class IAuxDetect(IDetect):
         super().fuse_deploy()
         if hasattr(self, "m2"):
             del self.m2
+        self.reads_inputs = self.nl  # the layers feeding the auxiliary inputs go too (loading/fuse.py)

@@ -89,6 +89,40 @@ def test_repository_deploy_form_is_built_exactly(key):
     _check_fused(key)
 
 
+def test_fuse_removes_the_layers_only_a_dropped_head_input_needed():
+    """A head that reads fewer inputs once folded (IAuxDetect without m2) leaves its feeders dead: they go, the
+    rest is renumbered (f, i, save, the layer table), and the output does not change."""
+    from types import SimpleNamespace
+
+    from yoloblocks_cli.loading.fuse import prune_unread_layers
+    from yoloblocks_cli.loading.yaml_model import LayerInfo, YoloModel
+
+    class Head(nn.Module):
+        reads_inputs = 1
+
+        def forward(self, x):
+            return x[0] * 2
+
+    def layer(m, i, f):
+        m.i, m.f, m.type = i, f, type(m).__name__
+        return m
+
+    layers = [layer(nn.Conv2d(3, 4, 1), 0, -1), layer(nn.Conv2d(4, 4, 1), 1, -1), layer(nn.Conv2d(4, 4, 1), 2, 0),
+              layer(Head(), 3, [1, 2])]
+    model = YoloModel(layers, [0, 1, 2], torch.tensor([1.0]), {})
+    infos = [LayerInfo(i, m.f, 1, m.type, m.type, [], {}, 0, 0, 4) for i, m in enumerate(layers)]
+    built = SimpleNamespace(model=model, layers=infos)
+    x = torch.randn(1, 3, 4, 4)
+    with torch.no_grad():
+        before = model(x)
+        assert prune_unread_layers(built) == [2]
+        after = model(x)
+    assert [(m.i, m.f) for m in model.model] == [(0, -1), (1, -1), (2, [1])]
+    assert model.save == [1] and [(i.index, i.from_) for i in built.layers] == [(0, -1), (1, -1), (2, [1])]
+    assert torch.equal(before, after)
+    assert prune_unread_layers(built) == []  # nothing more to drop
+
+
 def test_repository_fuse_of_a_training_yaml_keeps_what_the_deploy_form_drops():
     """YOLOv7-tiny's own fuse() keeps IDetect's 1,661 implicit parameters (ia, im: 8 modules); the deploy form
     has none, and neither has ``yb profile --fuse``."""
