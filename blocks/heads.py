@@ -72,6 +72,17 @@ def dist2bbox(distance: torch.Tensor, anchors: torch.Tensor, xywh: bool = True, 
     return torch.cat((x1y1, x2y2), dim)
 
 
+def class_branch(ch: list[int] | tuple, c3: int, c_out: int, legacy: bool) -> nn.ModuleList:
+    """Per level: two 3x3 Convs then a 1x1 to ``c_out`` (legacy: v3/v5/v8/v9), or YOLO11's depth-wise
+    pairs (DWConv 3x3 + Conv 1x1, twice) before the 1x1."""
+    if legacy:
+        return nn.ModuleList(nn.Sequential(Conv(x, c3, 3), Conv(c3, c3, 3), nn.Conv2d(c3, c_out, 1)) for x in ch)
+    return nn.ModuleList(
+        nn.Sequential(nn.Sequential(DWConv(x, x, 3), Conv(x, c3, 1)),
+                      nn.Sequential(DWConv(c3, c3, 3), Conv(c3, c3, 1)),
+                      nn.Conv2d(c3, c_out, 1)) for x in ch)
+
+
 @register_block(DETECT_RULE, family="head", source=_SOURCE)
 class Detect(nn.Module):
     """Decoupled anchor-free head: box branch (4*reg_max DFL bins) and class branch per level.
@@ -101,14 +112,7 @@ class Detect(nn.Module):
         c2, c3 = max((16, ch[0] // 4, reg_max * 4)), max(ch[0], min(nc, 100))
         self.cv2 = nn.ModuleList(
             nn.Sequential(Conv(x, c2, 3), Conv(c2, c2, 3), nn.Conv2d(c2, 4 * reg_max, 1)) for x in ch)
-        if legacy:
-            self.cv3 = nn.ModuleList(
-                nn.Sequential(Conv(x, c3, 3), Conv(c3, c3, 3), nn.Conv2d(c3, nc, 1)) for x in ch)
-        else:
-            self.cv3 = nn.ModuleList(
-                nn.Sequential(nn.Sequential(DWConv(x, x, 3), Conv(x, c3, 1)),
-                              nn.Sequential(DWConv(c3, c3, 3), Conv(c3, c3, 1)),
-                              nn.Conv2d(c3, nc, 1)) for x in ch)
+        self.cv3 = class_branch(ch, c3, nc, legacy)
         self.dfl = DFL(reg_max) if reg_max > 1 else nn.Identity()
         self.has_one2one = bool(end2end)
         if end2end:

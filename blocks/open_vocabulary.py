@@ -28,10 +28,9 @@ from torch import nn
 from blocks.conv import Conv
 from blocks.conventions import Convention, LayerContext, Resolved, register_convention
 from blocks.csp import Bottleneck
-from blocks.ghost import DWConv
-from blocks.heads import DETECT_RULE, Detect
+from blocks.heads import DETECT_RULE, Detect, class_branch
 from blocks.registry import register_block
-from blocks.task_heads import SEGMENT_RULE, Proto, Proto26, with_protos
+from blocks.task_heads import SEGMENT_RULE, MaskParts, Proto26, with_protos
 
 _BLOCKS = "ultralytics nn/modules/block.py"
 _HEADS = "ultralytics nn/modules/head.py"
@@ -241,7 +240,7 @@ class WorldDetect(_TextHead):
         self.has_one2one = False  # ultralytics' WorldDetect builds a one-to-one branch but never reads it
         self.text_width = embed
         c3 = max(ch[0], min(self.nc, 100))
-        self.cv3 = nn.ModuleList(nn.Sequential(Conv(x, c3, 3), Conv(c3, c3, 3), nn.Conv2d(c3, embed, 1)) for x in ch)
+        self.cv3 = class_branch(ch, c3, embed, legacy=True)
         self.cv4 = nn.ModuleList(BNContrastiveHead(embed) if with_bn else ContrastiveHead() for _ in ch)
 
 
@@ -324,14 +323,7 @@ class YOLOEDetect(_TextHead):
         if c3 > embed:
             raise ValueError(f"YOLOEDetect: class-branch width {c3} exceeds the embedding width {embed}")
         self.text_width = embed
-        if legacy:
-            self.cv3 = nn.ModuleList(
-                nn.Sequential(Conv(x, c3, 3), Conv(c3, c3, 3), nn.Conv2d(c3, embed, 1)) for x in ch)
-        else:
-            self.cv3 = nn.ModuleList(
-                nn.Sequential(nn.Sequential(DWConv(x, x, 3), Conv(x, c3, 1)),
-                              nn.Sequential(DWConv(c3, c3, 3), Conv(c3, c3, 1)),
-                              nn.Conv2d(c3, embed, 1)) for x in ch)
+        self.cv3 = class_branch(ch, c3, embed, legacy)
         self.cv4 = nn.ModuleList(BNContrastiveHead(embed) for _ in ch)
         if end2end:
             self.one2one_cv3 = copy.deepcopy(self.cv3)
@@ -342,7 +334,7 @@ class YOLOEDetect(_TextHead):
 
 
 @register_block(SEGMENT_RULE, family="head", source=_HEADS + " (YOLOE)")
-class YOLOESegment(YOLOEDetect):
+class YOLOESegment(MaskParts, YOLOEDetect):
     """YOLOEDetect plus nm mask coefficients per anchor (``cv5``) and prototypes from P3."""
 
     extra_parts = {"cv5": "mask_coefficient"}
@@ -350,21 +342,7 @@ class YOLOESegment(YOLOEDetect):
     def __init__(self, nc: int = 80, nm: int = 32, npr: int = 256, embed: int = 512, with_bn: bool = True,
                  reg_max: int = 16, end2end: bool | None = False, ch: list[int] | tuple = (), legacy: bool = False):
         super().__init__(nc, embed, with_bn, reg_max, end2end, ch, legacy)
-        self.nm, self.npr = nm, npr
-        self.proto = self._make_proto(ch, nc)
-        c5 = max(ch[0] // 4, nm)
-        self.cv5 = nn.ModuleList(nn.Sequential(Conv(x, c5, 3), Conv(c5, c5, 3), nn.Conv2d(c5, nm, 1)) for x in ch)
-        self._copy_one2one("cv5")
-
-    def _make_proto(self, ch: list[int] | tuple, nc: int) -> nn.Module:
-        return Proto(ch[0], self.npr, self.nm)
-
-    def _protos(self, x: list[torch.Tensor]) -> torch.Tensor:
-        return self.proto(x[0])
-
-    def _decode_extra(self, p: dict[str, torch.Tensor], anchors: torch.Tensor,
-                      strides: torch.Tensor) -> list[torch.Tensor]:
-        return [p["mask_coefficient"]]
+        self._add_masks(ch, nc, nm, npr, "cv5")
 
     def forward(self, x: list[torch.Tensor], text: torch.Tensor | None = None):
         return with_protos(self, super().forward(x, text), self._protos(x))

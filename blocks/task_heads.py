@@ -107,20 +107,17 @@ def with_protos(head: nn.Module, out, proto: torch.Tensor):
     return out, proto
 
 
-@register_block(SEGMENT_RULE, family="head", source=_SOURCE)
-class Segment(Detect):
-    """Detect plus nm mask coefficients per anchor (cv4) and prototypes from P3; eval returns (predictions, protos)."""
+class MaskParts:
+    """What every instance-segment head adds to its detect head: nm mask coefficients per anchor (one
+    branch per level, named by the head: Segment's ``cv4``, YOLOE's ``cv5``) and the prototypes."""
 
-    extra_parts = {"cv4": "mask_coefficient"}
-
-    def __init__(self, nc: int = 80, nm: int = 32, npr: int = 256, reg_max: int = 16, end2end: bool | None = False,
-                 ch: list[int] | tuple = (), legacy: bool = False):
-        super().__init__(nc, reg_max, end2end, ch, legacy)
+    def _add_masks(self, ch: list[int] | tuple, nc: int, nm: int, npr: int, branch: str) -> None:
         self.nm, self.npr = nm, npr
         self.proto = self._make_proto(ch, nc)
-        c4 = max(ch[0] // 4, nm)
-        self.cv4 = nn.ModuleList(nn.Sequential(Conv(x, c4, 3), Conv(c4, c4, 3), nn.Conv2d(c4, nm, 1)) for x in ch)
-        self._copy_one2one("cv4")
+        c = max(ch[0] // 4, nm)
+        setattr(self, branch, nn.ModuleList(
+            nn.Sequential(Conv(x, c, 3), Conv(c, c, 3), nn.Conv2d(c, nm, 1)) for x in ch))
+        self._copy_one2one(branch)
 
     def _make_proto(self, ch: list[int] | tuple, nc: int) -> nn.Module:
         return Proto(ch[0], self.npr, self.nm)
@@ -131,6 +128,18 @@ class Segment(Detect):
     def _decode_extra(self, p: dict[str, torch.Tensor], anchors: torch.Tensor,
                       strides: torch.Tensor) -> list[torch.Tensor]:
         return [p["mask_coefficient"]]
+
+
+@register_block(SEGMENT_RULE, family="head", source=_SOURCE)
+class Segment(MaskParts, Detect):
+    """Detect plus nm mask coefficients per anchor (cv4) and prototypes from P3; eval returns (predictions, protos)."""
+
+    extra_parts = {"cv4": "mask_coefficient"}
+
+    def __init__(self, nc: int = 80, nm: int = 32, npr: int = 256, reg_max: int = 16, end2end: bool | None = False,
+                 ch: list[int] | tuple = (), legacy: bool = False):
+        super().__init__(nc, reg_max, end2end, ch, legacy)
+        self._add_masks(ch, nc, nm, npr, "cv4")
 
     def forward(self, x: list[torch.Tensor]):
         return with_protos(self, super().forward(x), self._protos(x))

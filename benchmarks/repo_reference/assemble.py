@@ -2,7 +2,7 @@
 
 usage: python benchmarks/repo_reference/assemble.py MEASURED.json [...] [--fused FUSED.json ...]
 Keys become the shipped short names (``yolov7_repo/deploy/yolov7``); see the fixture's ``_about``.
-``--fused``: JSONs of ``measure_fused.py`` (the repository's own ``model.fuse()``), stored as ``fused``.
+``--fused``: JSONs of ``FUSED_ONLY=1 measure.py`` (the repository's own ``model.fuse()``), stored as ``fused``.
 """
 
 from __future__ import annotations

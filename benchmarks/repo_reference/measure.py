@@ -43,6 +43,18 @@ def facts(model):
     return r
 
 
+def fused_facts(model):
+    """The same facts after the repository's own ``model.fuse()`` (its deploy-time folding)."""
+    import contextlib
+    import io
+
+    f = deepcopy(model)
+    with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+        f.fuse()
+    return facts(f.eval())
+
+
+FUSED_ONLY = bool(os.environ.get("FUSED_ONLY"))  # OUT.json holds fused facts only: for assemble.py --fused
 res = {}
 if os.path.exists(out):
     res = json.load(open(out))
@@ -57,19 +69,12 @@ for y in yamls:
     try:
         m = Model(y)
         m.eval()
-        r = facts(m)
-        r["layer_params"] = [int(l.np) for l in m.model]
-        r["stride"] = [float(s) for s in m.stride]
-        if hasattr(m, "fuse") and os.environ.get("FUSE"):
-            try:
-                f = deepcopy(m)
-                import io, contextlib
-                with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
-                    f.fuse()
-                f.eval()
-                r["fused"] = facts(f)
-            except Exception as exc:
-                r["fused"] = {"error": f"{type(exc).__name__}: {exc}"}
+        if FUSED_ONLY:
+            r = fused_facts(m)
+        else:
+            r = facts(m)
+            r["layer_params"] = [int(l.np) for l in m.model]
+            r["stride"] = [float(s) for s in m.stride]
     except Exception as exc:
         r = {"error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()[-1500:]}
     r["seconds"] = round(time.time() - t, 1)

@@ -101,6 +101,24 @@ def _choices(name: str, value: Any) -> list[Any]:
     return [t for t in flatten_tensors(value) if not t.is_floating_point() and t.dim() > 0]
 
 
+def _entry(name: str, out: Any, floats: list[Any], choices: list[Any]) -> tuple[str, list[Any], list[Any], list[Any]]:
+    """What a recording keeps of one op: its float outputs, its choices, and (for a selection) every output."""
+    import torch
+
+    parts = [t.detach().clone() for t in (out if isinstance(out, tuple) else (out,))
+             if isinstance(t, torch.Tensor)] if choices else []
+    return name, [t.detach().clone() for t in floats], [c.clone() for c in choices], parts
+
+
+def _as_alone(out: Any, choices: list[Any], entry: tuple, i: int, b: int, replayed: list) -> Any:
+    """``out`` with slice i given the recorded choice when it chose otherwise (the site is noted)."""
+    name, _, recorded, parts = entry
+    if any(_chose_otherwise(cb, ca, i, b) for cb, ca in zip(choices, recorded)):
+        replayed.append((name, *_user_site()))
+        return _with_choice(out, parts, i, b)
+    return out
+
+
 def _with_choice(value: Any, alone: list[Any], i: int, b: int) -> Any:
     """``value`` (a tensor or a (values, indices) tuple) with sample i's slice replaced by its run alone's."""
     import torch
@@ -139,9 +157,7 @@ def replay_selections(module: Any, single: Any, x: Any, i: int, b: int, rtol: fl
             name = _op_name(func)
             cs = _choices(name, out)
             if cs:
-                parts = [t.detach().clone() for t in (out if isinstance(out, tuple) else (out,))
-                         if isinstance(t, torch.Tensor)]
-                alone.append((name, [t.detach().clone() for t in _tensors(out)], [c.clone() for c in cs], parts))
+                alone.append(_entry(name, out, _tensors(out), cs))
             return out
 
     replayed: list[tuple[str, str | None, int | None]] = []
@@ -158,13 +174,9 @@ def replay_selections(module: Any, single: Any, x: Any, i: int, b: int, rtol: fl
             step[0] += 1
             if k >= len(alone) or alone[k][0] != name:
                 raise _Stop
-            _, floats, choices, parts = alone[k]
-            if any(_differs(tb, ta.double(), i, b, rtol, atol_rel) for tb, ta in zip(_tensors(out), floats)):
+            if any(_differs(tb, ta.double(), i, b, rtol, atol_rel) for tb, ta in zip(_tensors(out), alone[k][1])):
                 raise _Stop
-            if any(_chose_otherwise(cb, ca, i, b) for cb, ca in zip(cs, choices)):
-                replayed.append((name, *_user_site()))
-                return _with_choice(out, parts, i, b)
-            return out
+            return _as_alone(out, cs, alone[k], i, b, replayed)
 
     with torch.no_grad():
         try:
@@ -208,11 +220,8 @@ def first_divergent_op(module: Any, single: Any, x: Any, i: int, b: int, rtol: f
             name = _op_name(func)
             ts, cs = _tensors(out), _choices(name, out)
             if (ts or cs) and recorded[0] <= RECORD_BUDGET_BYTES:
-                parts = [t.detach().clone() for t in (out if isinstance(out, tuple) else (out,))
-                         if isinstance(t, torch.Tensor)] if cs else []
-                kept = [t.detach().clone() for t in ts]
-                recorded[0] += sum(t.numel() * t.element_size() for t in kept)
-                alone.append((name, kept, [c.clone() for c in cs], parts))
+                alone.append(_entry(name, out, ts, cs))
+                recorded[0] += sum(t.numel() * t.element_size() for t in ts)
             return out
 
     found: list[MixingSite] = []
@@ -231,16 +240,12 @@ def first_divergent_op(module: Any, single: Any, x: Any, i: int, b: int, rtol: f
             step[0] += 1
             if k >= len(alone) or alone[k][0] != name:
                 raise _Stop  # different paths, or past the recording budget: no op-level answer
-            _, floats, choices, parts = alone[k]
-            if any(_differs(tb, ta, i, b, rtol, atol_rel) for tb, ta in zip(ts, floats)):
+            if any(_differs(tb, ta, i, b, rtol, atol_rel) for tb, ta in zip(ts, alone[k][1])):
                 implicit = name in _IMPLICIT_DIM and kwargs.get("dim") is None and len(args) < 2
                 file, line = _user_site()
                 found.append(MixingSite(name, file, line, implicit))
                 raise _Stop
-            if any(_chose_otherwise(cb, ca, i, b) for cb, ca in zip(cs, choices)):
-                replayed.append((name, *_user_site()))
-                return _with_choice(out, parts, i, b)
-            return out
+            return _as_alone(out, cs, alone[k], i, b, replayed)
 
     with torch.no_grad():
         try:
