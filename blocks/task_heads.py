@@ -321,6 +321,8 @@ class OBB26(OBB):
 class Classify(nn.Module):
     """Conv to 1280 channels, global average pool, dropout, linear to c2 classes; eval returns softmax."""
 
+    model_stride = 1.0  # ultralytics' ClassificationModel: no stride constraint
+
     def __init__(self, c1: int, c2: int, k: int = 1, s: int = 1, p: int | None = None, g: int = 1):
         super().__init__()
         c_ = 1280  # efficientnet_b0's width, as ultralytics
@@ -342,6 +344,10 @@ class Classify(nn.Module):
 @register_block("head", family="head", source=_SOURCE + " (YOLO26)")
 class SemanticSegment(nn.Module):
     """Per-pixel class logits at P3 (3x3 Conv, 1x1 Conv); an auxiliary P4 classifier trains alongside."""
+
+    # the model's stride is the backbone's deepest (P5: 32), not the head's P3/P4: the FPN concats need
+    # inputs aligned to it (ultralytics' SemanticSegmentationModel measures it the same way)
+    model_stride = "deepest"
 
     def __init__(self, nc: int = 19, ch: list[int] | tuple = ()):
         super().__init__()

@@ -30,6 +30,7 @@ def _check(key: str, gflops: bool = True) -> None:
     ref = REFERENCE[key]
     built = _build(key)
     assert (built.params, built.gradients, built.n_layers) == (ref["params"], ref["gradients"], ref["layers"]), key
+    assert list(built.stride) == ref["stride"], key
     if gflops:
         assert ultralytics_gflops(built) == pytest.approx(ref["gflops"], abs=1e-3), key
 
@@ -38,6 +39,20 @@ def _check(key: str, gflops: bool = True) -> None:
                                  "rtdetr-l:l"])
 def test_task_models_exact_params_gradients_layers(key: str):
     _check(key, gflops=False)
+
+
+@pytest.mark.parametrize("key, name, stride", [("yolo26-sem:n", "yolo26n-sem", [32.0]),
+                                               ("yolo11-cls:n", "yolo11n-cls", [1.0]),
+                                               ("yolo26-depth:n", "yolo26n-depth", [32.0])])
+def test_model_stride_is_ultralytics(key: str, name: str, stride: list):
+    """A semantic model's stride is its backbone's deepest (the FPN concats need it), not its head's P3/P4;
+    a classifier has none (1). The trace lays rectangles on max(stride, 32), as ultralytics' loaders do
+    (yolo26n-sem failed at 656x448 while its stride was taken from the head: 16)."""
+    from yoloblocks_cli.tracing.run import TraceRequest, model_targets
+
+    assert REFERENCE[key]["stride"] == stride and list(build_model(name).stride) == stride
+    _, grid = model_targets(TraceRequest(target=name))
+    assert grid == 32
 
 
 def test_yolo26n_exact_with_gflops_summary_and_fused_line():

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 FIXTURE = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "ultralytics84_reference.json"
-FIELDS = ("yaml", "stem", "scale", "task", "model_class", "params", "gradients", "layers", "gflops", "fused", "output",
-          "export_output")
+FIELDS = ("yaml", "stem", "scale", "task", "model_class", "params", "gradients", "layers", "gflops", "stride", "fused",
+          "output", "export_output")
 SOURCE = ("ultralytics 8.4.190 (pip --no-deps), torch 2.14.1 CPU; <Model>(yaml, scale), eval; get_num_params, "
           "get_num_gradients, leaf modules (model_info), get_flops(model, 640); fused: after model.fuse()")
 

@@ -552,6 +552,7 @@ def build_model(path_or_name: str | Path, scale: str | None = None, plugins: Seq
     x = torch.zeros(1, ch0, probe, probe)
     stride = None
     text = None  # class embeddings of an open-vocabulary model, once its first text layer is built
+    smallest = probe  # the smallest map height any layer outputs: the deepest stride is probe / smallest
     text_layers: list[Any] = []
 
     with default_activation(act_module, dia.fact("activation_also")), torch.no_grad():
@@ -625,6 +626,8 @@ def build_model(path_or_name: str | Path, scale: str | None = None, plugins: Seq
                 feats = feats[:int(getattr(m_, "nl", len(feats)))]
                 stride = torch.tensor([probe / t.shape[-2] for t in feats])
                 m_.stride = stride
+            if isinstance(x, torch.Tensor) and x.dim() == 4:
+                smallest = min(smallest, x.shape[-2])
             if c_out is None:
                 c_out = x.shape[1] if isinstance(x, torch.Tensor) and x.dim() >= 2 else ch_in[0]
             outs.append(x)
@@ -639,6 +642,11 @@ def build_model(path_or_name: str | Path, scale: str | None = None, plugins: Seq
         raise UsageError(f"{path}: the model has no layers")
     del outs
     prompts = placeholder_embeddings(text_layers, nc_val) if text_layers else None
+    rule = getattr(layers[-1], "model_stride", None)  # a head that sets the model's stride its own way
+    if rule == "deepest":
+        stride = torch.tensor([probe / smallest])
+    elif isinstance(rule, (int, float)):
+        stride = torch.tensor([float(rule)])
     model = _model_class()(layers, sorted(save), stride if stride is not None else torch.tensor([32.0]), d, prompts)
     _initialize(model)
     model.eval()

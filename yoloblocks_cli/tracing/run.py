@@ -206,7 +206,8 @@ def model_targets(req: TraceRequest) -> tuple[list[Target], int]:
         stride = max(stride, largest_stride(getattr(built, "stride", None)))
         name = Path(req.target).name + (f" (scale {scale})" if scale else "")
         targets.append(Target(built.model, tracer, name, getattr(built, "scale", None) or scale, "model"))
-    return targets, stride or 32  # 32: the P5 stride of every YOLO detector
+    # ultralytics' loaders lay images on a grid of max(model stride, 32) (a classifier's stride is 1)
+    return targets, max(stride, 32)
 
 
 def largest_stride(value: Any) -> int:
