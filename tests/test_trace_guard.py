@@ -98,11 +98,16 @@ def test_block_exit_and_keyboardinterrupt_fail_their_configuration(moody, tmp_pa
 def test_a_real_sigint_still_stops_the_sweep(moody):
     from yoloblocks_cli.loading.load import load_block
 
-    before = signal.getsignal(signal.SIGINT)
-    block = load_block(f"{moody}:Moody", 8).module
-    with pytest.raises(KeyboardInterrupt):
-        sweep([_target(block)], [Shape(1, 8, 20, 20), Shape(1, 8, 20, 50), Shape(1, 8, 20, 40)], ["sweep"])
-    assert signal.getsignal(signal.SIGINT) is before  # the guard put it back
+    # Python's own Ctrl-C handler, whatever this process inherited: a job started in the background of
+    # a non-interactive shell ignores SIGINT (POSIX), and an ignored signal never reaches the guard
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        block = load_block(f"{moody}:Moody", 8).module
+        with pytest.raises(KeyboardInterrupt):
+            sweep([_target(block)], [Shape(1, 8, 20, 20), Shape(1, 8, 20, 50), Shape(1, 8, 20, 40)], ["sweep"])
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the guard put it back
+    finally:
+        signal.signal(signal.SIGINT, inherited)
 
 
 def test_sigterm_mapped_to_keyboardinterrupt_stops_the_sweep_too(tmp_path):
