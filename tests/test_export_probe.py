@@ -96,6 +96,28 @@ def test_an_op_without_onnx_export_names_the_op_module_and_line():
     assert results[1].failure is f  # exported once, the verdict repeats
 
 
+def test_adaptive_pooling_under_dynamic_sizes_is_named_with_its_cause():
+    """YOLO-World v1's ImagePoolingAttn pools every level to 3 x 3: ONNX needs the input size for that, and a
+    dynamic-H/W export does not have it (ultralytics exports at a fixed size by default)."""
+    from torch import nn
+
+    class PoolTo3(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Conv2d(8, 8, 1)
+            self.pool = nn.AdaptiveMaxPool2d((3, 3))
+
+        def forward(self, x):
+            return self.pool(self.proj(x))
+
+    (result,) = run_export(PoolTo3(), [(1, 8, 12, 12)])
+    f = result.failure
+    assert result.status == "fail" and f.cause == "export-static-size"
+    assert (f.layer, f.module) == ("pool", "AdaptiveMaxPool2d")
+    assert f.hint.startswith("adaptive_max_pool2d() needs a static input size in ONNX and this export has "
+                             "dynamic H and W")
+
+
 @needs_onnx
 def test_int_sqrt_freezes_h_and_w_at_the_export_size():
     # 20x20 is the export size, 21x21 and 6x6 are square too: PyTorch runs all three.

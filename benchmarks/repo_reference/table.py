@@ -73,7 +73,8 @@ def _fused_cell(ref: dict, key: str, y: dict) -> str:
 
 
 def render(ref: dict, yb: dict) -> str:
-    rows = ["| YAML | reference params | modules | GFLOPs | yb params | modules | GFLOPs | exact | `--fuse` (deploy form) |",
+    rows = ["| YAML | reference params | modules | GFLOPs | yb params | modules | GFLOPs | exact "
+            "| `--fuse` (deploy form) |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
     shipped = sorted(p.relative_to(ROOT / "blocks" / "cfg").with_suffix("").as_posix()
                      for folder in ("yolov5_repo", "yolov7_repo", "yolov9_repo")
@@ -91,7 +92,8 @@ def render(ref: dict, yb: dict) -> str:
             # the reference is stored to 4-6 decimals: to 0.001, not by rounding twice (206.314496 vs 206.3145)
             same = same and y["gflops"] is not None and abs(y["gflops"] - r["gflops"]) < 1e-3
         rows.append(f"| `{key}` | {r['params']:,} | {r['modules']} | {_g(r.get('gflops'))} | {y['params']:,} | "
-                    f"{y['modules']} | {_g(y['gflops'])} | {'yes' if same else '**no**'} | {_fused_cell(ref, key, y)} |")
+                    f"{y['modules']} | {_g(y['gflops'])} | {'yes' if same else '**no**'} | "
+                    f"{_fused_cell(ref, key, y)} |")
     return "\n".join(rows)
 
 

@@ -302,6 +302,7 @@ def _captured_output() -> Iterator[Callable[[], str]]:
 
 
 _OP = re.compile(r"operator '([\w:.]+)'")
+_STATIC_OP = re.compile(r"operator (\w+), input size not accessible")  # adaptive pooling and friends
 _IR_LINE = r"= {op}\(.*?scope: ([^#\n]*?)\s*(?:# (.+?):(\d+):\d+)?$"
 
 
@@ -323,6 +324,17 @@ def export_failure(exc: BaseException, ir_text: str, module: Any) -> Failure:
                 f.file, f.line = display_path(found.group(2)), int(found.group(3))
         f.hint = (f"'{op}' has no ONNX equivalent in opset {OPSET} with the TorchScript exporter: replace it "
                   "(e.g. an FFT by a convolution) or register a custom symbolic")
+    elif (m := _STATIC_OP.search(message)) is not None:
+        op = m.group(1)
+        found = re.search(_IR_LINE.format(op=re.escape(f"aten::{op}")), ir_text, re.MULTILINE)
+        if found:
+            f.layer, f.module = _scope_path(found.group(1))
+            if found.group(2) and not is_internal(found.group(2)):
+                f.file, f.line = display_path(found.group(2)), int(found.group(3))
+        f.cause = "export-static-size"
+        f.hint = (f"{op}() needs a static input size in ONNX and this export has dynamic H and W (dynamic=True): "
+                  "export at a fixed imgsz (ultralytics' default, dynamic=False), or pool with a kernel computed "
+                  "from a fixed size")
     else:
         f.hint = "the exporter could not trace the block: see the message and the line"
     return f
