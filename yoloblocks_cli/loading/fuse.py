@@ -87,13 +87,14 @@ def prune_unread_layers(built: Any) -> list[int]:
     kept = [i for i in range(len(layers)) if i not in removed]
     new_index = {old: new for new, old in enumerate(kept)}
     infos = {info.index: info for info in built.layers}
+
+    def remap(f: int, old: int) -> int:  # -1 stays "the previous layer": it is kept whenever it was read
+        return -1 if f == -1 else new_index[f if f >= 0 else old + f]
+
     for old in kept:
         m = layers[old]
-        def remap(f: int, old: int = old) -> int:
-            return -1 if f == -1 else new_index[f if f >= 0 else old + f]
-
         new = new_index[old]
-        m.f = remap(m.f) if isinstance(m.f, int) else [remap(f) for f in m.f]
+        m.f = remap(m.f, old) if isinstance(m.f, int) else [remap(f, old) for f in m.f]
         m.i = new
         if old in infos:
             infos[old].index, infos[old].from_ = new, m.f

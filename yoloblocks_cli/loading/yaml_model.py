@@ -551,7 +551,7 @@ def build_model(path_or_name: str | Path, scale: str | None = None, plugins: Seq
     outs: list[Any] = []
     x = torch.zeros(1, ch0, probe, probe)
     stride = None
-    text = None  # class embeddings of an open-vocabulary model, once its first text layer is built
+    text = original = None  # class embeddings of an open-vocabulary model, once its first text layer is built
     smallest = probe  # the smallest map height any layer outputs: the deepest stride is probe / smallest
     text_layers: list[Any] = []
 
@@ -611,9 +611,10 @@ def build_model(path_or_name: str | Path, scale: str | None = None, plugins: Seq
                 m_.training = True  # the head alone: raw per-level maps, as ultralytics' stride pass
             if getattr(m_, "text_role", None):
                 text_layers.append(m_)
-                text = placeholder_embeddings(text_layers, nc_val) if text is None else text
+                if text is None:
+                    text = original = placeholder_embeddings(text_layers, nc_val)
             try:
-                x, text = run_layer(m_, inp, text, placeholder_embeddings(text_layers, nc_val) if text_layers else None)
+                x, text = run_layer(m_, inp, text, original)
             except Exception as exc:  # noqa: BLE001 - a layer that cannot run on its inputs is a YAML error
                 msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 raise UsageError(f"{loc}: fails on its input {_shapes(inp)}: {exc.__class__.__name__}: {msg}"
