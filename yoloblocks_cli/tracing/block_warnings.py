@@ -53,8 +53,8 @@ def collect_warnings() -> Iterator[list[BlockWarning]]:
                     own = str(Path(w.filename).resolve()).startswith(_TOOL)
                 except OSError:
                     own = False
-                if own:
-                    continue
+                if own or issubclass(w.category, ResourceWarning):
+                    continue  # a ResourceWarning fires where garbage collection ran, not where the leak is
                 key = (w.category.__name__, str(w.message).strip(), display_path(w.filename), w.lineno)
                 counts[key] = counts.get(key, 0) + 1
             out.extend(BlockWarning(*key, count) for key, count in counts.items())

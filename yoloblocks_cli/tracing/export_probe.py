@@ -3,8 +3,9 @@
 An export bakes shapes into the graph: ``int(math.sqrt(N))`` is evaluated once, a Python
 loop over the batch is unrolled, a size turned into a Python number becomes a constant. The
 exported graph then fails, or silently computes something else, at every shape but the one
-it was exported at. The probe exports each target **once** (at the first configuration of
-the sweep, as ``export(imgsz=..., dynamic=True)`` does at its example size) with dynamic
+it was exported at. The probe exports each target **once** (at the sweep's base size: the
+block's ``--size``, the model's training size, as ``export(imgsz=..., dynamic=True)`` does at its
+example size; the first configuration when there is no base) with dynamic
 batch, height and width, runs the graph with onnxruntime (CPU) at every configuration and
 compares with PyTorch's output at the same input.
 
@@ -199,11 +200,13 @@ def _explain_sort(run: ProbeRun, graph: ExportedGraph, f: Failure) -> None:
 
 
 def exported(run: ProbeRun) -> ExportedGraph:
-    """The target's exported graph, made at the first configuration that runs in PyTorch."""
+    """The target's exported graph, made at its export shape (else the first configuration that runs)."""
     key = run.module
     graph = _GRAPHS.get(key)
     if graph is None or graph.shape.channels != run.shape.channels:
-        graph = export_onnx(run.module, run.shape, "images" if run.target.kind == "model" else "x")
+        at = getattr(run.target, "export_shape", None)
+        at = at if at is not None and at.channels == run.shape.channels else run.shape
+        graph = export_onnx(run.module, at, "images" if run.target.kind == "model" else "x")
         _GRAPHS[key] = graph
     return graph
 

@@ -98,6 +98,8 @@ def _run_target(target: Target, plan: SweepPlan, probes: Sequence[str], device: 
         return [by_shape[s] for s in plan.shapes]
     if device is not None:
         target.module.to(device=device, dtype=dtype)
+    if plan.eval_only and target.export_shape is None:
+        target.export_shape = plan.eval_only[0]  # the base size: export there, as ultralytics does at imgsz
     checker = ShapeChecker(target, device=device, dtype=dtype) if plan.two_phase else None
     if checker is not None:
         checkers.append(checker)

@@ -86,6 +86,7 @@ class Target:
     scale: str | None = None
     kind: str = "block"  # "block" or "model"
     build_failure: Failure | None = None  # this scale could not even be built
+    export_shape: Any = None  # where the export probe exports (the sweep's base size); None: the first run
 
 
 @dataclass
