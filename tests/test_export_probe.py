@@ -217,10 +217,13 @@ def test_shipped_models_pass_the_export_probe_at_the_default_sweep(model, yb):
 
 @pytest.mark.slow
 @needs_onnx
-def test_yolov10_topk_over_tied_scores_is_named_not_blamed_on_a_size(yb):
+def test_yolov10_fresh_head_exports_without_topk(yb):
+    """A fresh end-to-end head decodes its one-to-many branch (as ultralytics' does until ``end2end`` is
+    switched on), so yolov10n's graph has no TopK over tied untrained scores and matches onnxruntime."""
     r = yb("trace", "yolov10n", "--sizes", "640,640x480", "--probes", "export", "--json", timeout=3600)
-    errors = [p["probes"]["export"]["error"] for p in json.loads(r.stdout)["points"]]
-    assert [(e["layer"], e["module"], e["cause"]) for e in errors] == [(23, "v10Detect", "export-topk-order")] * 2
+    results = [p["probes"]["export"] for p in json.loads(r.stdout)["points"]]
+    assert [e["status"] for e in results] == ["pass", "pass"]
+    assert all(e["detail"].startswith("onnxruntime = PyTorch") for e in results)
 
 
 def test_default_sweep_runs_the_exported_graph_at_every_configuration(yb_in):
