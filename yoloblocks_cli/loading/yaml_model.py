@@ -233,6 +233,8 @@ def _model_class() -> type:
         return globals()["YoloModel"]
     from torch import nn
 
+    from blocks.open_vocabulary import batch_of, run_layer  # imported once, not on every forward
+
     class YoloModel(nn.Module):
         """The built graph: ``model`` is an nn.Sequential of layers that carry ``i``, ``f``,
         ``type`` and ``np`` exactly as ultralytics' layers do, run by the same loop."""
@@ -248,8 +250,6 @@ def _model_class() -> type:
             self.register_buffer("class_embeddings", class_embeddings, persistent=False)
 
         def forward(self, x: Any) -> Any:
-            from blocks.open_vocabulary import batch_of, run_layer
-
             text = None if self.class_embeddings is None else batch_of(self.class_embeddings.to(x.dtype), x)
             original = text
             y: list = []
