@@ -39,3 +39,19 @@ def test_no_arguments_prints_the_help_only(capsys):
     assert exc.value.code == 2  # as typer's standalone mode exits for a bare `yb`
     captured = capsys.readouterr()
     assert "Usage: yb" in captured.out + captured.err and "error" not in captured.err
+
+
+@pytest.mark.parametrize("argv", [["profile", "yoloe-11n", "--size", "64x"], ["trace", "yoloe-11n", "--size", "64x"]])
+def test_a_malformed_model_size_stops_before_the_model_is_built(capsys, argv, monkeypatch):
+    """The size is checked first: no build (seconds for a large model) and no build note before the error."""
+    import yoloblocks_cli.loading.yaml_model as yaml_model
+
+    def no_build(*a, **k):
+        raise AssertionError("the model was built before the size was checked")
+
+    monkeypatch.setattr(yaml_model, "build_model", no_build)
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert err == "error: malformed size '64x': expected digits joined by 'x', e.g. 64x160x160\n"

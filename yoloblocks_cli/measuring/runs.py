@@ -161,6 +161,7 @@ def profile_report(opts: ProfileOptions, progress: Progress | None = None) -> di
     freeze_imported_objects()
     device, dtype = resolve_device(opts.device), resolve_dtype(opts.dtype)
     _set_threads(opts.threads, opts.latency)
+    parse_model_size(opts.size or "640", opts.batch, 3)  # a malformed --size stops before the model is built
     say(f"building {opts.model}")
     built = build_model(opts.model, scale=opts.scale, plugins=opts.plugins, nc=opts.nc, dialect=opts.dialect,
                         weights_yaml=opts.model_yaml)

@@ -388,6 +388,7 @@ def run_trace(req: TraceRequest) -> int:
     else:
         if req.layout or req.inputs:
             raise UsageError("--layout and --inputs apply to blocks only (a model takes an image)")
+        configurations(req, "model")  # a malformed --size/--sizes/--batch stops before any model is built
         targets, stride = model_targets(req)
         plan = plan_for(req, "model", stride)
     from yoloblocks_cli.tracing.phases import run_plan
